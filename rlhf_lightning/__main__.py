@@ -1,0 +1,29 @@
+"""`python -m rlhf_lightning stage=<name> [group=option ...] [key=value ...]`"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from rlhf_lightning.errors import RLHFError
+from rlhf_lightning.paths import config_dir
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from rlhf_lightning.train import run
+
+    try:
+        summary = run(cfg)
+    except RLHFError as err:
+        logging.getLogger("rlhf_lightning").error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return summary["metrics"].get("val/loss")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""The supervised fine-tuning DataModule: any supported dataset -> padded token batches."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+
+from rlhf_lightning.data.collate import pack_sequences, pad_batch
+from rlhf_lightning.data.formats import AUTO, detect_format, tokenize_rows
+from rlhf_lightning.data.loading import DEMO, load_table, pick_splits
+from rlhf_lightning.errors import ConfigError, DataError
+
+# Carries each row's index in its original split through sampling and splitting, so that
+# validation errors point at the row the user can find in their file.
+_ROW = "__rlhf_row__"
+
+
+class SFTDataModule(L.LightningDataModule):
+    """Loads, validates, tokenises and batches SFT data (text, prompt/completion or messages).
+
+    Batches are ``{"input_ids", "attention_mask", "loss_mask"}`` of shape (B, T) from
+    ``pad_batch``: logits at ``t - 1`` predict ``input_ids[:, t]`` where ``loss_mask[:, t]``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer (fast, with a chat template for ``messages``).
+        path: ``"demo"``, a local file or directory, or a hub dataset name (see ``load_table``).
+        format: ``"auto"``, ``"text"``, ``"prompt_completion"`` or ``"messages"``.
+        columns: canonical name -> dataset column, e.g. ``{"text": "content"}``.
+        split: the training split.
+        val_split: the validation split; None uses an existing ``validation``/``test``-like
+            split, else holds out ``val_fraction`` of the training split (seeded).
+        val_fraction: share of the training split held out when there is no validation split;
+            0 disables validation.
+        max_length: tokens per example (longer ones are truncated); the block size when packing.
+        batch_size: training batch size.
+        eval_batch_size: validation batch size (default ``batch_size``).
+        packing: concatenate examples into blocks of ``max_length`` tokens (no padding waste;
+            attention crosses example boundaries).
+        max_samples: use at most this many rows of the training split (a seeded random subset,
+            taken before holding out validation) and of a given validation split.
+        num_workers: DataLoader worker processes.
+        seed: seeds the subset, the held-out split and the training order.
+        dataset: an in-memory ``datasets.Dataset`` or ``DatasetDict`` to use instead of ``path``.
+
+    Attributes:
+        format: the resolved format (after ``setup``).
+        num_train_examples: training examples (blocks when packing) after ``setup``.
+        num_val_examples: validation examples (0 without validation) after ``setup``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        path: str = DEMO,
+        format: str = AUTO,
+        columns: dict[str, str] | None = None,
+        split: str = "train",
+        val_split: str | None = None,
+        val_fraction: float = 0.05,
+        max_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        packing: bool = False,
+        max_samples: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        dataset: datasets.Dataset | datasets.DatasetDict | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive(max_length=max_length, batch_size=batch_size)
+        if max_samples is not None:
+            _check_positive(max_samples=max_samples)
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction}: must be in [0, 1). Fix: e.g. 0.05, or 0."
+            )
+        self.tokenizer = tokenizer
+        self.path = path
+        self.format = format
+        self.columns = dict(columns or {})
+        self.split = split
+        self.val_split = val_split
+        self.val_fraction = val_fraction
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.packing = packing
+        self.max_samples = max_samples
+        self.num_workers = num_workers
+        self.seed = seed
+        self.dataset = dataset
+        self.source = f"data.path={path}" if dataset is None else "data.dataset (in-memory)"
+        self.train_dataset: datasets.Dataset | None = None
+        self.val_dataset: datasets.Dataset | None = None
+        self.num_train_examples = 0
+        self.num_val_examples = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        """Loads, splits and tokenises the data; later calls do nothing."""
+        if self.train_dataset is not None:
+            return
+        train, val, val_origin = self._raw_splits()
+        self.format = detect_format(
+            train.column_names, self.columns, format=self.format, source=self.source
+        )
+        self.train_dataset = self._tokenize(train, "train", self.split)
+        self.num_train_examples = len(self.train_dataset)
+        if val is not None:
+            self.val_dataset = self._tokenize(val, "validation", val_origin)
+            self.num_val_examples = len(self.val_dataset)
+
+    def train_dataloader(self) -> DataLoader:
+        # A dedicated seeded generator: the data order depends on ``seed`` only.
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader(self._ready(self.train_dataset), self.batch_size, True, generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        self._ready(self.train_dataset)
+        if self.val_dataset is None:
+            return []  # Lightning skips validation when there is no loader
+        return self._loader(self.val_dataset, self.eval_batch_size, False, None)
+
+    def target_tokens(self, split: str = "train") -> torch.Tensor:
+        """All target token ids of a split, flattened (for the unigram perplexity baseline).
+
+        Args:
+            split: ``"train"`` or ``"validation"``.
+
+        Returns:
+            ``input_ids[t]`` for every ``t`` where ``loss_mask[t]``, in dataset order.
+            Shape: (N,), int64.
+        """
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        dataset = self.train_dataset if split == "train" else self.val_dataset
+        if split == "train":
+            self._ready(dataset)
+        if dataset is None or len(dataset) == 0:
+            return torch.zeros(0, dtype=torch.long)
+        table = dataset.with_format("arrow")[:]
+        input_ids = torch.from_numpy(_flat(table, "input_ids")).long()
+        loss_mask = torch.from_numpy(_flat(table, "loss_mask")).bool()
+        return input_ids[loss_mask]
+
+    def _raw_splits(self) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+        """``(train, validation or None, the split validation rows come from)``."""
+        splits = self._load()
+        train, val, val_origin = pick_splits(splits, self.split, self.val_split, source=self.source)
+        train = _with_rows(train)
+        val = _with_rows(val) if val is not None else None
+        if self.max_samples is not None:
+            train = _subset(train, self.max_samples, self.seed)
+            val = _subset(val, self.max_samples, self.seed) if val is not None else None
+        if val is None and self.val_fraction > 0 and len(train) >= 2:
+            n_val = max(1, round(len(train) * self.val_fraction))
+            parts = train.train_test_split(test_size=n_val, shuffle=True, seed=self.seed)
+            train, val, val_origin = parts["train"], parts["test"], self.split
+        if len(train) == 0:
+            raise DataError(
+                f"{self.source}: split '{self.split}' has no rows. Fix: point data.path at a "
+                "non-empty dataset or choose another data.split."
+            )
+        return train, val, val_origin or self.split
+
+    def _load(self) -> datasets.DatasetDict:
+        if self.dataset is None:
+            return load_table(self.path, split=None)
+        if isinstance(self.dataset, datasets.Dataset):
+            return datasets.DatasetDict({self.split: self.dataset})
+        if isinstance(self.dataset, datasets.DatasetDict):
+            return self.dataset
+        raise DataError(
+            f"{self.source}: expected a datasets.Dataset or DatasetDict, got "
+            f"{type(self.dataset).__name__}. Fix: wrap it with datasets.Dataset.from_list(...)."
+        )
+
+    def _tokenize(self, dataset: datasets.Dataset, role: str, origin: str) -> datasets.Dataset:
+        """Tokenises the ``role`` (train/validation) rows, which come from split ``origin``."""
+        source = self.source if origin == self.split else f"{self.source} (split '{origin}')"
+        # Validates the columns of every split, not only the one the format was detected on.
+        fmt = detect_format(dataset.column_names, self.columns, format=self.format, source=source)
+        dropped = [0]
+
+        def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
+            rows = [
+                dict(zip(batch, values, strict=True))
+                for values in zip(*batch.values(), strict=True)
+            ]
+            examples = tokenize_rows(
+                rows,
+                fmt,
+                self.columns,
+                self.tokenizer,
+                self.max_length,
+                indices=batch[_ROW],
+                source=source,
+            )
+            kept = [example for example in examples if example is not None]
+            dropped[0] += len(examples) - len(kept)
+            return {
+                "input_ids": [example["input_ids"] for example in kept],
+                "loss_mask": [example["loss_mask"] for example in kept],
+            }
+
+        tokenized = dataset.map(
+            tokenize_batch,
+            batched=True,
+            remove_columns=dataset.column_names,
+            # In memory, no cache lookup, and an explicit fingerprint: datasets would otherwise
+            # try to hash the closure (tokenizer included), which is slow and unstable.
+            keep_in_memory=True,
+            load_from_cache_file=False,
+            new_fingerprint=self._fingerprint(dataset, fmt),
+            desc=f"Tokenizing {role}",
+        )
+        self._report_dropped(dropped[0], len(dataset), role, source)
+        if self.packing:
+            tokenized = datasets.Dataset.from_dict(pack_sequences(tokenized[:], self.max_length))
+        return tokenized
+
+    def _report_dropped(self, dropped: int, total: int, role: str, source: str) -> None:
+        if dropped == 0:
+            return
+        message = (
+            f"{source}: {dropped} of {total} {role} examples have no target token within "
+            f"data.max_length={self.max_length} (prompt too long, or the conversation is cut "
+            "before the first assistant reply)"
+        )
+        if dropped == total:
+            raise DataError(f"{message}; none is left. Fix: raise data.max_length.")
+        rank_zero_warn(f"{message}; they are dropped. Fix: raise data.max_length to keep them.")
+
+    def _fingerprint(self, dataset: datasets.Dataset, fmt: str) -> str:
+        key = (
+            dataset._fingerprint,
+            fmt,
+            sorted(self.columns.items()),
+            self.max_length,
+            type(self.tokenizer).__name__,
+            getattr(self.tokenizer, "name_or_path", ""),
+            len(self.tokenizer),
+            getattr(self.tokenizer, "chat_template", None),
+        )
+        return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+
+    def _loader(
+        self,
+        dataset: datasets.Dataset,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+    ) -> DataLoader:
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0  # padded positions are masked out anyway
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            # A partial of a module-level function pickles, so worker processes work.
+            collate_fn=functools.partial(pad_batch, pad_token_id=int(pad_id)),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def _ready(self, dataset: datasets.Dataset | None) -> datasets.Dataset:
+        if dataset is None:
+            raise RuntimeError("SFTDataModule.setup() must run before its dataloaders")
+        return dataset
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"data.{name}={value}: must be a positive integer. Fix: e.g. 16.")
+
+
+def _with_rows(dataset: datasets.Dataset) -> datasets.Dataset:
+    if _ROW in dataset.column_names:
+        return dataset
+    return dataset.add_column(_ROW, list(range(len(dataset))))
+
+
+def _subset(dataset: datasets.Dataset, n: int, seed: int) -> datasets.Dataset:
+    """A seeded random subset: the head of a file is often one topic or source."""
+    if len(dataset) <= n:
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(n)).flatten_indices()
+
+
+def _flat(table: Any, column: str) -> np.ndarray:
+    """One list column of an Arrow table, concatenated; copied so torch may own it."""
+    return np.array(table.column(column).combine_chunks().flatten().to_numpy(zero_copy_only=False))

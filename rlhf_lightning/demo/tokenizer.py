@@ -1,0 +1,61 @@
+"""A byte-level BPE tokenizer trained locally on the demo corpus, cached after the first build."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from rlhf_lightning.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+DEMO_VOCAB_SIZE = 4096
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+_VERSION = "v1"
+
+
+def demo_tokenizer_dir() -> Path:
+    return cache_dir() / f"demo-tokenizer-{_VERSION}-{DEMO_VOCAB_SIZE}"
+
+
+def demo_tokenizer() -> PreTrainedTokenizerFast:
+    """Load the demo tokenizer, training and caching it first if needed (a few seconds)."""
+    path = demo_tokenizer_dir()
+    if not (path / "tokenizer.json").is_file():
+        log.info("Training the demo tokenizer on the demo corpus (first use) -> %s", path)
+        from rlhf_lightning.data.demo_corpus import load_demo_corpus
+
+        texts = load_demo_corpus()["text"]
+        train_bpe_tokenizer(texts, DEMO_VOCAB_SIZE).save_pretrained(path)
+    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a GPT-2-style byte-level BPE tokenizer on `texts`.
+
+    `<|endoftext|>` is both BOS and EOS (as in GPT-2); `<|pad|>` is a separate pad token;
+    the ChatML markers are single tokens so chat templates tokenise compactly.
+    """
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN, PAD_TOKEN, *CHAT_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=EOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        additional_special_tokens=CHAT_TOKENS,
+        model_max_length=1024,
+    )

@@ -1,0 +1,19 @@
+"""Errors that reach the user as one clear message (no traceback) and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class RLHFError(Exception):
+    """Base class: the message names the problem and the fix."""
+
+
+class ConfigError(RLHFError):
+    """A config value is missing, unknown or inconsistent."""
+
+
+class DataError(RLHFError):
+    """A dataset is missing, unreadable, or lacks the columns a stage needs."""
+
+
+class ModelError(RLHFError):
+    """A model or tokenizer cannot be found or loaded."""

@@ -1,0 +1,24 @@
+"""Model loading, LoRA wrapping and export."""
+
+from rlhf_lightning.models.export import export_model
+from rlhf_lightning.models.loading import (
+    ModelSpec,
+    build_causal_lm,
+    load_model_and_tokenizer,
+    load_pretrained_causal_lm,
+)
+from rlhf_lightning.models.lora import LoraSpec, apply_lora, is_peft_model
+from rlhf_lightning.models.tokenizer import load_tokenizer, prepare_tokenizer
+
+__all__ = [
+    "LoraSpec",
+    "ModelSpec",
+    "apply_lora",
+    "build_causal_lm",
+    "export_model",
+    "is_peft_model",
+    "load_model_and_tokenizer",
+    "load_pretrained_causal_lm",
+    "load_tokenizer",
+    "prepare_tokenizer",
+]

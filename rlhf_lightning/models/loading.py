@@ -1,0 +1,176 @@
+"""Build or load a causal LM and its tokenizer from one `ModelSpec`.
+
+A spec names either a pretrained model (`name_or_path`: hub id or local directory) or an
+architecture to build from scratch (`arch`: a `model_type` plus config fields, e.g. a small
+GPT-2 or Llama). LoRA and gradient checkpointing are applied on top of either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rlhf_lightning.errors import ConfigError, ModelError
+from rlhf_lightning.models.lora import LoraSpec, apply_lora
+from rlhf_lightning.models.tokenizer import load_tokenizer
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class ModelSpec:
+    """What `model=` in the config describes.
+
+    Attributes:
+        name_or_path: hub id or local directory of a pretrained model; None builds `arch`.
+        tokenizer: tokenizer hub id / directory, or `demo`; None means `name_or_path`.
+        arch: for models built from scratch: `{"type": "gpt2", "n_layer": 4, ...}`; any
+            `transformers` model type works, the other keys are its config fields.
+        dtype: weight dtype when loading (`float32`, `bfloat16`, `float16`); None keeps fp32.
+        trust_remote_code: run model code shipped with a checkpoint; off unless set.
+        gradient_checkpointing: trade compute for activation memory.
+        chat_template: a Jinja chat template overriding the tokenizer's.
+        lora: LoRA adapter settings (`enabled: false` trains all weights).
+        seed: seed for the random initialisation of models built from `arch`.
+    """
+
+    name_or_path: str | None = None
+    tokenizer: str | None = None
+    arch: dict[str, Any] | None = None
+    dtype: str | None = None
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+    chat_template: str | None = None
+    lora: LoraSpec | dict[str, Any] = field(default_factory=LoraSpec)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraSpec(**self.lora)
+        if self.name_or_path is None and not self.arch:
+            raise ConfigError(
+                "model: neither model.name_or_path nor model.arch is set. Fix: pass "
+                "model.name_or_path=<hub id or local dir>, or pick model=demo / model=tiny."
+            )
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise ConfigError(
+                f"model.dtype={self.dtype}: unknown dtype. Fix: one of {sorted(_DTYPES)} or null."
+            )
+
+    @property
+    def tokenizer_name(self) -> str:
+        name = self.tokenizer or self.name_or_path
+        if name is None:
+            raise ConfigError(
+                "model.tokenizer is not set for a model built from model.arch. Fix: "
+                "model.tokenizer=demo or a tokenizer directory."
+            )
+        return name
+
+
+def load_model_and_tokenizer(spec: ModelSpec) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Load (or build) the causal LM described by `spec`, with LoRA applied when enabled."""
+    if spec.name_or_path is not None:
+        _check_local_path(spec.name_or_path)
+    tokenizer = load_tokenizer(
+        spec.tokenizer_name,
+        trust_remote_code=spec.trust_remote_code,
+        chat_template=spec.chat_template,
+    )
+    if spec.name_or_path is not None:
+        model = load_pretrained_causal_lm(spec.name_or_path, spec.dtype, spec.trust_remote_code)
+    else:
+        model = build_causal_lm(spec.arch or {}, tokenizer, seed=spec.seed)
+    align_embeddings(model, tokenizer)
+    if spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if spec.lora.enabled:
+        model = apply_lora(model, spec.lora)
+    return model, tokenizer
+
+
+def load_pretrained_causal_lm(
+    name_or_path: str, dtype: str | None = None, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained` with one clear error when it cannot load."""
+    _check_local_path(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            dtype=_DTYPES[dtype] if dtype else torch.float32,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=None,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"model.name_or_path={name_or_path}: cannot load a causal LM "
+            f"({err.__class__.__name__}: {str(err).splitlines()[0]}). Fix: point it at a "
+            "directory written by save_pretrained (config.json + weights), or at a hub id "
+            "cached on this machine."
+        ) from err
+
+
+def build_causal_lm(
+    arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> PreTrainedModel:
+    """Build a randomly initialised causal LM from `arch` sized to `tokenizer`'s vocabulary."""
+    fields = dict(arch)
+    model_type = fields.pop("type", None)
+    if model_type is None:
+        raise ConfigError("model.arch.type is missing. Fix: e.g. model.arch.type=gpt2 (or llama).")
+    try:
+        config = AutoConfig.for_model(
+            model_type,
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **fields,
+        )
+    except ValueError as err:
+        raise ConfigError(
+            f"model.arch.type={model_type}: {err}. Fix: use a transformers model type."
+        ) from err
+    # The init RNG is forked so that building a model does not shift the global stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    return model
+
+
+def align_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Grow the embeddings when the tokenizer gained tokens (e.g. a new pad token)."""
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+
+def _check_local_path(name_or_path: str) -> None:
+    looks_local = name_or_path.startswith((".", "/", "~")) or Path(name_or_path).exists()
+    if looks_local and not Path(name_or_path).expanduser().is_dir():
+        raise ModelError(
+            f"model.name_or_path={name_or_path}: no such directory. Fix: give the directory "
+            "that save_pretrained wrote (for a finished run: <run_dir>/model)."
+        )

@@ -1,0 +1,5 @@
+"""One LightningModule per stage."""
+
+from rlhf_lightning.modules.sft import SFTModule
+
+__all__ = ["SFTModule"]

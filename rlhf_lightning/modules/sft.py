@@ -1,0 +1,100 @@
+"""Supervised fine-tuning: next-token cross-entropy on the target tokens of each example."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import SumMetric
+
+from rlhf_lightning.functional import sft_loss
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
+
+
+class SFTModule(L.LightningModule):
+    """Causal-LM fine-tuning with automatic optimisation.
+
+    Args:
+        model: a causal LM (a `transformers` model, optionally wrapped by peft).
+        optimizer: builds the optimizer from the trainable parameters (Hydra `_partial_`).
+        scheduler: builds the LR schedule from `(optimizer, total_steps)`; stepped every
+            optimizer step.
+        unigram_perplexity: the validation split's unigram perplexity under the training
+            split's token frequencies; logged once as `val/unigram_perplexity`, the baseline
+            that `val/perplexity` should beat.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        unigram_perplexity: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.unigram_perplexity = unigram_perplexity
+        self.val_nll_sum = SumMetric()
+        self.val_token_count = SumMetric()
+        self._last_step_time: float | None = None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (B, T, V)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        out = sft_loss(logits, batch["input_ids"], batch["loss_mask"])
+        self.log("train/loss", out.loss, prog_bar=True)
+        self._log_throughput(batch)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        out = sft_loss(logits, batch["input_ids"], batch["loss_mask"])
+        # Token-weighted over the whole split, so perplexity does not depend on batching.
+        self.val_nll_sum.update(out.loss.detach() * out.num_tokens)
+        self.val_token_count.update(out.num_tokens)
+
+    def on_validation_epoch_end(self) -> None:
+        tokens = self.val_token_count.compute()
+        if tokens <= 0:
+            return
+        val_loss = self.val_nll_sum.compute() / tokens
+        self.log("val/loss", val_loss, prog_bar=True)
+        self.log("val/perplexity", torch.exp(val_loss))
+        if self.unigram_perplexity is not None and not self.trainer.sanity_checking:
+            self.log("val/unigram_perplexity", self.unigram_perplexity)
+            self.unigram_perplexity = None  # logged once per run
+        self.val_nll_sum.reset()
+        self.val_token_count.reset()
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _log_throughput(self, batch: dict[str, torch.Tensor]) -> None:
+        # Wall time between consecutive steps covers forward, backward and optimizer step.
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            elapsed = max(now - self._last_step_time, 1e-9)
+            tokens = float(batch["attention_mask"].sum())
+            self.log("perf/tokens_per_s", tokens / elapsed)
+            self.log("perf/samples_per_s", batch["input_ids"].shape[0] / elapsed)
+        self._last_step_time = now

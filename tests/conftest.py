@@ -1,0 +1,39 @@
+"""Shared fixtures: an isolated cache, the demo tokenizer, tiny models, composed configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rlhf_lightning.api import compose_config
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Artefacts built on first use (demo tokenizer) go to a per-session cache."""
+    path = tmp_path_factory.mktemp("rlhf_cache")
+    os.environ["RLHF_LIGHTNING_CACHE"] = str(path)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_tokenizer(isolated_cache):
+    from rlhf_lightning.models import load_tokenizer
+
+    return load_tokenizer("demo")
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path: Path):
+    """Compose the seconds-long smoke SFT config with extra overrides, writing into tmp_path."""
+
+    def make(*overrides: str, run_dir: Path | None = None):
+        return compose_config(
+            "sft", ["experiment=smoke", *overrides], run_dir=run_dir or tmp_path / "run"
+        )
+
+    return make
