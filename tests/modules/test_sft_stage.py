@@ -113,7 +113,7 @@ def test_lora_keeps_base_bit_identical_and_exports_the_adapter(smoke_cfg, tmp_pa
     # The same spec and seed rebuild the untouched base.
     cfg.model.lora.enabled = False
     fresh, _ = load_model_and_tokenizer(build_model_spec(cfg))
-    fresh_params = dict(fresh.named_parameters())
+    fresh_params = fresh.state_dict()  # includes tied weights (GPT-2's lm_head)
     base_keys = [k for k in weights if "lora_" not in k]
     assert base_keys
     for key in base_keys:
