@@ -160,11 +160,11 @@ def _write_samples(ctx: RunContext, model: torch.nn.Module, tokenizer, step: int
 
 
 def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
-    # Hydra writes .hydra/config.yaml for CLI runs; runs started from Python get the same file.
+    # Hydra's own copy keeps interpolations such as ${hydra:runtime.output_dir}; the contract
+    # is the resolved config, and runs started from Python get the same file.
     path = run_dir / ".hydra" / "config.yaml"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _drop_advert(record: logging.LogRecord) -> bool:

@@ -180,3 +180,34 @@ def test_python_api_with_an_in_memory_prompt_completion_dataset(tmp_path):
     assert result.global_step == 6
     assert (result.model_dir / "config.json").is_file()
     assert "val/loss" in result.metrics
+
+
+def test_tensorboard_and_offline_wandb_loggers_beside_metrics_csv(smoke_cfg, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", "/nonexistent")  # no stored credentials: mode=auto goes offline
+    cfg = smoke_cfg(
+        "logger=[csv,tensorboard,wandb]", "trainer.max_steps=4", "trainer.log_every_n_steps=2"
+    )
+    run(cfg)
+    run_dir = Path(cfg.run_dir)
+    assert _column(run_dir, "train/loss")
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.gradient_checkpointing=true", "trainer.precision=bf16-mixed"],
+        ["data.packing=true"],
+    ],
+    ids=["checkpointing-bf16", "packing"],
+)
+def test_memory_and_packing_switches_still_learn(smoke_cfg, overrides):
+    cfg = smoke_cfg(
+        *overrides, "trainer.max_steps=12", "trainer.log_every_n_steps=2", "optim.lr=3e-3"
+    )
+    run(cfg)
+    losses = _column(Path(cfg.run_dir), "train/loss")
+    assert losses[-1] < losses[0]
