@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
 from rlhf_lightning.paths import config_dir
@@ -38,8 +39,13 @@ def compose_config(
     stage: str, overrides: Sequence[str] = (), run_dir: str | Path | None = None
 ) -> DictConfig:
     """The config `python -m rlhf_lightning stage=<stage> <overrides>` would run with."""
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=[f"stage={stage}", *overrides])
+    overrides = [f"stage={stage}", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        # Inside a running Hydra app (e.g. a stage building the demo policy it starts from).
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir or tempfile.mkdtemp(prefix=f"rlhf_lightning-{stage}-"))
     return cfg

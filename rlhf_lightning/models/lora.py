@@ -29,10 +29,13 @@ class LoraSpec:
     merge_on_export: bool = False
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec) -> PeftModel:
-    """Wrap `model` with a fresh LoRA adapter; every base parameter is frozen."""
+def apply_lora(model: nn.Module, spec: LoraSpec, task_type: str = "CAUSAL_LM") -> PeftModel:
+    """Wrap `model` with a fresh LoRA adapter; every base parameter is frozen.
+
+    With `task_type="SEQ_CLS"` peft also trains the (new) classification head in full.
+    """
     config = LoraConfig(
-        task_type="CAUSAL_LM",
+        task_type=task_type,
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,

@@ -13,10 +13,11 @@ from lightning.pytorch.callbacks import Callback
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import rlhf_lightning.train as train_mod
+import rlhf_lightning.builders as train_mod
 from rlhf_lightning import api
+from rlhf_lightning.builders import build_model_spec
 from rlhf_lightning.models import load_model_and_tokenizer
-from rlhf_lightning.train import build_model_spec, run
+from rlhf_lightning.train import run
 
 
 def _column(run_dir: Path, name: str) -> list[float]:

@@ -1,0 +1,76 @@
+"""Config -> objects shared by every stage runner: model spec, trainer, fit-and-finish."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from rlhf_lightning.errors import ConfigError
+from rlhf_lightning.loggers import build_loggers
+from rlhf_lightning.models import ModelSpec
+from rlhf_lightning.rundir import checkpoint_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunContext:
+    """What every stage runner receives."""
+
+    cfg: DictConfig
+    run_dir: Path
+    dataset: Any = None  # an in-memory `datasets.Dataset` passed from Python instead of data.path
+
+
+def build_model_spec(cfg: DictConfig) -> ModelSpec:
+    spec = instantiate(cfg.model, _convert_="all")
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError("model: the model config must build a ModelSpec (model=demo|tiny|...).")
+    return spec
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    """A Lightning Trainer with the run-directory loggers and checkpointing wired in."""
+    callbacks: list[Callback] = [
+        instantiate(spec) for spec in (cfg.callbacks or {}).values() if spec is not None
+    ]
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=cfg.checkpoint.every_n_steps,
+        )
+    )
+    loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.stage.name}-{run_dir.name}")
+    return L.Trainer(
+        **plain(cfg.trainer),
+        default_root_dir=str(run_dir),
+        logger=loggers,
+        callbacks=callbacks,
+    )
+
+
+def fit_and_checkpoint(
+    ctx: RunContext, module: L.LightningModule, datamodule: L.LightningDataModule
+) -> L.Trainer:
+    """Fit (resuming from `ckpt_path` when set), write last.ckpt, validate the final weights."""
+    trainer = build_trainer(ctx.cfg, ctx.run_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
+    trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
+    interval = trainer.val_check_interval
+    # Validate once more when the last scheduled validation did not see the final weights.
+    if isinstance(interval, int) and trainer.global_step % interval != 0:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    return trainer
+
+
+def plain(node: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
