@@ -17,3 +17,7 @@ class DataError(RLHFError):
 
 class ModelError(RLHFError):
     """A model or tokenizer cannot be found or loaded."""
+
+
+class RewardError(RLHFError):
+    """A reward source cannot be built, cannot be reached, or returned unusable scores."""

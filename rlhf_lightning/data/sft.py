@@ -152,35 +152,20 @@ class SFTDataModule(L.LightningDataModule):
 
     def _raw_splits(self) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
         """``(train, validation or None, the split validation rows come from)``."""
-        splits = self._load()
-        train, val, val_origin = pick_splits(splits, self.split, self.val_split, source=self.source)
-        train = _with_rows(train)
-        val = _with_rows(val) if val is not None else None
-        if self.max_samples is not None:
-            train = _subset(train, self.max_samples, self.seed)
-            val = _subset(val, self.max_samples, self.seed) if val is not None else None
-        if val is None and self.val_fraction > 0 and len(train) >= 2:
-            n_val = max(1, round(len(train) * self.val_fraction))
-            parts = train.train_test_split(test_size=n_val, shuffle=True, seed=self.seed)
-            train, val, val_origin = parts["train"], parts["test"], self.split
-        if len(train) == 0:
-            raise DataError(
-                f"{self.source}: split '{self.split}' has no rows. Fix: point data.path at a "
-                "non-empty dataset or choose another data.split."
-            )
-        return train, val, val_origin or self.split
+        return prepare_splits(
+            self._load(),
+            split=self.split,
+            val_split=self.val_split,
+            val_fraction=self.val_fraction,
+            max_samples=self.max_samples,
+            seed=self.seed,
+            source=self.source,
+        )
 
     def _load(self) -> datasets.DatasetDict:
         if self.dataset is None:
             return load_table(self.path, split=None)
-        if isinstance(self.dataset, datasets.Dataset):
-            return datasets.DatasetDict({self.split: self.dataset})
-        if isinstance(self.dataset, datasets.DatasetDict):
-            return self.dataset
-        raise DataError(
-            f"{self.source}: expected a datasets.Dataset or DatasetDict, got "
-            f"{type(self.dataset).__name__}. Fix: wrap it with datasets.Dataset.from_list(...)."
-        )
+        return in_memory_splits(self.dataset, self.split, self.source)
 
     def _tokenize(self, dataset: datasets.Dataset, role: str, origin: str) -> datasets.Dataset:
         """Tokenises the ``role`` (train/validation) rows, which come from split ``origin``."""
@@ -276,6 +261,67 @@ class SFTDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError("SFTDataModule.setup() must run before its dataloaders")
         return dataset
+
+
+def prepare_splits(
+    splits: datasets.DatasetDict,
+    *,
+    split: str,
+    val_split: str | None,
+    val_fraction: float,
+    max_samples: int | None,
+    seed: int,
+    source: str,
+) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
+    """Picks train/validation rows: row numbers, seeded subsets and a held-out share.
+
+    Every row gets its index in its original split (column ``__rlhf_row__``) so that errors
+    found later point at a row the user can find in their file.
+
+    Args:
+        splits: all splits of the dataset.
+        split: the training split.
+        val_split: the validation split; None uses an existing ``validation``/``test``-like
+            split, else holds out ``val_fraction`` of the training split (seeded).
+        val_fraction: share of the training split held out when there is no validation split.
+        max_samples: at most this many rows of the training split (a seeded random subset,
+            taken before holding out validation) and of a given validation split.
+        seed: seeds the subsets and the held-out split.
+        source: what the data is (``data.path=...``), for error messages.
+
+    Returns:
+        ``(train, validation or None, the split validation rows come from)``.
+    """
+    train, val, val_origin = pick_splits(splits, split, val_split, source=source)
+    train = _with_rows(train)
+    val = _with_rows(val) if val is not None else None
+    if max_samples is not None:
+        train = _subset(train, max_samples, seed)
+        val = _subset(val, max_samples, seed) if val is not None else None
+    if val is None and val_fraction > 0 and len(train) >= 2:
+        n_val = max(1, round(len(train) * val_fraction))
+        parts = train.train_test_split(test_size=n_val, shuffle=True, seed=seed)
+        train, val, val_origin = parts["train"], parts["test"], split
+    if len(train) == 0:
+        raise DataError(
+            f"{source}: split '{split}' has no rows. Fix: point data.path at a "
+            "non-empty dataset or choose another data.split."
+        )
+    return train, val, val_origin or split
+
+
+def in_memory_splits(
+    dataset: datasets.Dataset | datasets.DatasetDict, split: str, source: str
+) -> datasets.DatasetDict:
+    """An in-memory ``data.dataset`` as a ``DatasetDict`` (a lone ``Dataset`` is ``split``)."""
+    if isinstance(dataset, datasets.Dataset):
+        return datasets.DatasetDict({split: dataset})
+    if isinstance(dataset, datasets.DatasetDict):
+        return dataset
+    raise DataError(
+        f"{source}: expected a datasets.Dataset or DatasetDict, got "
+        f"{type(dataset).__name__}. Fix: wrap it with datasets.Dataset.from_list(...)."
+    )
 
 
 def _check_positive(**values: int) -> None:

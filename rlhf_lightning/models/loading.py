@@ -109,6 +109,9 @@ def load_model_and_tokenizer(
     else:
         model = build_from_arch(spec.arch or {}, tokenizer, head, seed=spec.seed)
     align_embeddings(model, tokenizer)
+    # from_pretrained returns eval mode and from_config train mode; Lightning keeps whatever
+    # mode it is given, so start both the same way (stages that need dropout off set p=0).
+    model.train()
     if spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -43,7 +42,9 @@ def run_reward(ctx: RunContext) -> L.Trainer:
         module.model.config.reward_calibration = {"mean": mean, "std": std}
         log.info("Reward calibration on the starting policy: mean %.4f, std %.4f", mean, std)
     if cfg.export.enabled:
-        export_model(module.model, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora)
+        export_model(
+            module.model, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora
+        )
     return trainer
 
 
@@ -63,7 +64,11 @@ def calibrate(
     for start in range(0, len(prompts), calibration.batch_size):
         batch = prompts[start : start + calibration.batch_size]
         completions += sample_completions(
-            policy, policy_tokenizer, batch, max_new_tokens=calibration.max_new_tokens, seed=seed + start
+            policy,
+            policy_tokenizer,
+            batch,
+            max_new_tokens=calibration.max_new_tokens,
+            seed=seed + start,
         )
     scores = ModelReward(reward_model, tokenizer)(prompts, completions)
     return float(scores.mean()), float(scores.std().clamp_min(1e-6))

@@ -1,0 +1,66 @@
+"""Reward sources: one call, ``source(prompts, completions, **columns) -> (B,) float32``.
+
+Implementations (each Hydra-instantiable, see ``conf/reward/``):
+
+* :class:`ModelReward`: a sequence-classification reward model (any tokenizer: text is
+  re-tokenised; :meth:`ModelReward.score_tokens` is the fast path for shared tokenizers).
+* :class:`CallableReward`: a Python function named ``package.module:function``.
+* :class:`HTTPReward`: a JSON endpoint, with timeout and retries.
+* :class:`WeightedReward`: a weighted sum of named sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rlhf_lightning.errors import RewardError
+from rlhf_lightning.rewards.base import RewardSource, check_inputs, check_scores
+from rlhf_lightning.rewards.callable import CallableReward
+from rlhf_lightning.rewards.encoding import encode_for_reward
+from rlhf_lightning.rewards.http import HTTPReward
+from rlhf_lightning.rewards.mix import WeightedReward
+from rlhf_lightning.rewards.model import ModelReward
+
+__all__ = [
+    "CallableReward",
+    "HTTPReward",
+    "ModelReward",
+    "RewardError",
+    "RewardSource",
+    "WeightedReward",
+    "build_reward_source",
+    "check_inputs",
+    "check_scores",
+    "encode_for_reward",
+]
+
+_KINDS = ("callable", "http", "mix", "model")
+
+
+def build_reward_source(kind: str, **kwargs: Any) -> RewardSource:
+    """Build a reward source by kind, without Hydra.
+
+    Args:
+        kind: ``model`` (kwargs of :meth:`ModelReward.from_pretrained`, ``path`` first),
+            ``callable`` (``function`` and fixed kwargs), ``http`` (:class:`HTTPReward`'s), or
+            ``mix`` (``sources``: name -> a source or a ``{"kind": ..., ...}`` dict; ``weights``).
+
+    Example:
+        >>> source = build_reward_source(
+        ...     "callable", function="rlhf_lightning.rewards.examples:positive_words"
+        ... )
+    """
+    if kind == "model":
+        return ModelReward.from_pretrained(**kwargs)
+    if kind == "callable":
+        return CallableReward(**kwargs)
+    if kind == "http":
+        return HTTPReward(**kwargs)
+    if kind == "mix":
+        sources = {
+            name: build_reward_source(**spec) if isinstance(spec, Mapping) else spec
+            for name, spec in dict(kwargs.pop("sources", {})).items()
+        }
+        return WeightedReward(sources, **kwargs)
+    raise RewardError(f"reward kind '{kind}' is unknown. Fix: one of {', '.join(_KINDS)}.")
