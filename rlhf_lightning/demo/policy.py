@@ -6,6 +6,7 @@ Built on first use by running the SFT stage on the embedded default (about 5 min
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -47,6 +48,10 @@ def ensure_demo_sft_model() -> Path:
     # The cache only ever holds a finished build.
     shutil.rmtree(run_dir, ignore_errors=True)
     os.replace(partial, run_dir)
+    summary_path = run_dir / "metrics.json"
+    summary = json.loads(summary_path.read_text())
+    summary["run_dir"] = str(run_dir)
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Demo SFT policy cached at %s", model_dir)
     return model_dir
 

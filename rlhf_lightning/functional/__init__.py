@@ -40,9 +40,13 @@ from rlhf_lightning.functional.losses import (
     sft_loss,
 )
 from rlhf_lightning.functional.masked import masked_mean, masked_sum, masked_var, masked_whiten
+from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
 from rlhf_lightning.functional.unigram import unigram_perplexity
 
 __all__ = [
+    "TokenRewards",
+    "last_token_index",
+    "ppo_token_rewards",
     "AdaptiveKLController",
     "DPOLossOutput",
     "FixedKLController",

@@ -32,14 +32,14 @@ def test_option_files_exist():
 
 
 def test_callable_config():
-    reward = instantiate(compose_reward("+reward=callable"))
+    reward = instantiate(compose_reward("reward=callable"))
     assert isinstance(reward, CallableReward)
     # (love, great, fun) / 5 words; -(sad, bad) / 3 words
     assert reward(PROMPTS, COMPLETIONS).tolist() == pytest.approx([3 / 5, -2 / 3])
 
 
 def test_mix_config_has_two_components():
-    reward = instantiate(compose_reward("+reward=mix"))
+    reward = instantiate(compose_reward("reward=mix"))
     assert isinstance(reward, WeightedReward)
     scores = reward(PROMPTS, COMPLETIONS)
     # sentiment 3/5 and -2/3; length -|5-20|/20 and -|3-20|/20 with weight 0.1
@@ -50,7 +50,7 @@ def test_mix_config_has_two_components():
 def test_http_config(reward_server, monkeypatch):
     monkeypatch.setenv("REWARD_API_TOKEN", "env-secret-123")
     cfg = compose_reward(
-        "+reward=http",
+        "reward=http",
         f"reward.url={reward_server.url}",
         "reward.timeout=0.5",
         "+reward.headers.Authorization='Bearer ${oc.env:REWARD_API_TOKEN}'",
@@ -67,7 +67,7 @@ def test_model_config(tmp_path, demo_tokenizer, gpt2_reward_model):
     model = gpt2_reward_model()
     model.save_pretrained(tmp_path / "rm")
     demo_tokenizer.save_pretrained(tmp_path / "rm")
-    reward = instantiate(compose_reward("+reward=model", f"reward.path={tmp_path / 'rm'}"))
+    reward = instantiate(compose_reward("reward=model", f"reward.path={tmp_path / 'rm'}"))
     assert isinstance(reward, ModelReward)
     expected = ModelReward(model, demo_tokenizer)(PROMPTS, COMPLETIONS)
     torch.testing.assert_close(reward(PROMPTS, COMPLETIONS), expected, atol=1e-5, rtol=0)

@@ -1,0 +1,67 @@
+"""Per-token PPO rewards: a KL penalty on every response token plus the score at the end."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from rlhf_lightning.functional.kl import KLEstimator, kl_penalty
+
+
+class TokenRewards(NamedTuple):
+    """Output of `ppo_token_rewards`.
+
+    Attributes:
+        rewards: Per-token rewards, 0 outside the mask. Shape (B, A).
+        kl: Per-token KL estimate, 0 outside the mask. Shape (B, A).
+    """
+
+    rewards: Tensor
+    kl: Tensor
+
+
+def last_token_index(mask: Tensor) -> Tensor:
+    """Index of the last True position of each row (0 for an all-False row).
+
+    Args:
+        mask: Bool. Shape (B, A).
+
+    Returns:
+        Long indices. Shape (B,).
+    """
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask, positions, -1).amax(dim=1).clamp_min(0)
+
+
+def ppo_token_rewards(
+    logp: Tensor,
+    ref_logp: Tensor,
+    response_mask: Tensor,
+    scores: Tensor,
+    kl_coef: float,
+    estimator: KLEstimator = "k1",
+) -> TokenRewards:
+    """`r_t = -kl_coef * KL_t`, with the sequence score added on the last response token.
+
+    The classic TRL convention (ALGORITHMS.md §1.2 step 4): the score sits on the last real
+    response token, i.e. the stop token when the response stopped. (TRL's newer PPO puts it one
+    position later, on the first pad; §2 and pitfall 7 show the numeric difference.)
+
+    Args:
+        logp: Policy log-probs of the response tokens at rollout time. Shape (B, A).
+        ref_logp: Reference log-probs of the same tokens. Shape (B, A).
+        response_mask: True on real response tokens. Shape (B, A).
+        scores: Sequence scores from the reward source. Shape (B,).
+        kl_coef: Weight of the per-token KL penalty.
+        estimator: KL estimator (`k1`, `abs`, `mse`, `k3`).
+
+    Returns:
+        `TokenRewards(rewards, kl)`, each (B, A).
+    """
+    kl = torch.where(response_mask, kl_penalty(logp, ref_logp, estimator), 0.0)
+    rewards = -kl_coef * kl
+    last = last_token_index(response_mask)
+    rewards = rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
+    return TokenRewards(rewards=rewards, kl=kl)
