@@ -96,6 +96,8 @@ def test_round_trip_through_local_directory(tmp_path):
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     loaded, loaded_tok = load_model_and_tokenizer(ModelSpec(name_or_path=str(tmp_path)))
+    assert loaded.training  # loaded and built models both start in train mode
+    loaded.eval()
     assert loaded_tok.pad_token_id == tok.pad_token_id
     ids = tok(["a short text"], return_tensors="pt").input_ids
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
