@@ -9,7 +9,21 @@ from rlhf_lightning.models.loading import (
     load_pretrained_causal_lm,
 )
 from rlhf_lightning.models.lora import LoraSpec, apply_lora, is_peft_model
+from rlhf_lightning.models.reference import (
+    AdapterDisabledReference,
+    FrozenCopyReference,
+    Reference,
+    build_reference,
+    create_reference_model,
+)
 from rlhf_lightning.models.tokenizer import load_tokenizer, prepare_tokenizer
+from rlhf_lightning.models.value_head import (
+    CausalLMWithValueHead,
+    ValueHead,
+    ValueHeadOutput,
+    ValueModel,
+    position_ids_from_mask,
+)
 
 __all__ = [
     "LoraSpec",
@@ -23,4 +37,15 @@ __all__ = [
     "load_pretrained_causal_lm",
     "load_tokenizer",
     "prepare_tokenizer",
+    # PPO: critics and the reference policy
+    "AdapterDisabledReference",
+    "CausalLMWithValueHead",
+    "FrozenCopyReference",
+    "Reference",
+    "ValueHead",
+    "ValueHeadOutput",
+    "ValueModel",
+    "build_reference",
+    "create_reference_model",
+    "position_ids_from_mask",
 ]

@@ -108,3 +108,26 @@ def test_minilm_reward_model_reaches_085_on_held_out_demo_pairs(tmp_path):
     )
     summary = run(cfg)
     assert summary["metrics"]["val/accuracy"] >= 0.85
+
+
+def test_lora_reward_model_trains_adapter_and_head_only(tmp_path):
+    cfg = compose_config(
+        "reward",
+        [
+            *TINY_REWARD,
+            "trainer.max_steps=4",
+            "model.lora.enabled=true",
+            "model.lora.merge_on_export=true",
+        ],
+        run_dir=tmp_path / "rm",
+    )
+    run(cfg)
+    state = torch.load(
+        tmp_path / "rm/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    optimizer_params = sum(len(g["params"]) for g in state["optimizer_states"][0]["param_groups"])
+    trainable = [k for k in state["state_dict"] if "lora_" in k or "modules_to_save" in k]
+    assert 0 < optimizer_params <= len(trainable)
+    assert (tmp_path / "rm/model/adapter_config.json").is_file()
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm/model/merged")
+    assert merged.config.num_labels == 1

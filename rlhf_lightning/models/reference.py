@@ -1,0 +1,198 @@
+"""The frozen reference policy for the KL penalty: a copy, or the LoRA policy with its adapter off.
+
+Two kinds, one interface (:class:`Reference`): ``reference_logits(input_ids, attention_mask,
+position_ids) -> (B, T, V) fp32`` under ``torch.no_grad()``, with the same default positions as
+the policy (:func:`~rlhf_lightning.models.value_head.position_ids_from_mask`), so a policy equal
+to its reference gives KL exactly 0 (ALGORITHMS.md §5.5).
+
+- :class:`FrozenCopyReference`: a deep copy of the policy LM (TRL ``create_reference_model``,
+  ALGORITHMS.md §1.3). Costs a second set of weights.
+- :class:`AdapterDisabledReference`: for a LoRA policy the frozen base IS the reference, so
+  the same ``PeftModel`` is run inside ``disable_adapter()``; no weights are copied.
+
+:func:`build_reference` picks one (``"auto"``: adapter_off for a peft policy, else copy).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, Protocol
+
+import torch
+from peft import PeftModel
+from torch import Tensor, nn
+
+from rlhf_lightning.errors import ConfigError
+from rlhf_lightning.models.dropout import disable_dropout
+from rlhf_lightning.models.value_head import CausalLMWithValueHead, position_ids_from_mask
+
+ReferenceMode = Literal["copy", "adapter_off", "auto"]
+
+
+class Reference(Protocol):
+    """What the PPO stage needs from a reference policy."""
+
+    def reference_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor: ...
+
+
+def _policy_lm(policy: nn.Module) -> nn.Module:
+    """The causal LM inside `policy` (the reference needs no value head)."""
+    return policy.pretrained_model if isinstance(policy, CausalLMWithValueHead) else policy
+
+
+def create_reference_model(model: nn.Module) -> nn.Module:
+    """A frozen deep copy of the policy LM: no gradients, eval mode, every dropout p=0.
+
+    For a :class:`CausalLMWithValueHead` only the LM is copied. Dropout is set to 0 as well as
+    switching to eval mode because a parent's ``.train()`` (Lightning calls it every epoch)
+    turns eval mode off again.
+
+    Args:
+        model: A transformers causal LM, a peft model, or a ``CausalLMWithValueHead``.
+
+    Returns:
+        The copy, on the policy's device.
+    """
+    reference = copy.deepcopy(_policy_lm(model))
+    reference.requires_grad_(False)
+    disable_dropout(reference)
+    return reference.eval()
+
+
+def _lm_logits(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None
+) -> Tensor:
+    """Logits of `model` computed as the policy computes them. Shape (B, T, V), fp32."""
+    if position_ids is None:
+        position_ids = position_ids_from_mask(attention_mask)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    )
+    return out.logits.float()
+
+
+class FrozenCopyReference(nn.Module):
+    """Reference = a frozen copy of the policy LM taken at construction.
+
+    It is an ``nn.Module`` so it follows the LightningModule to its device; it stays in eval
+    mode whatever ``.train()`` is called with. Its weights never change, so a stage may leave it
+    out of checkpoints and rebuild it from the initial policy.
+
+    Args:
+        policy: The policy (LM, peft model or ``CausalLMWithValueHead``) at its initial weights.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.model = create_reference_model(policy)
+
+    def train(self, mode: bool = True) -> FrozenCopyReference:
+        return super().train(False)
+
+    @torch.no_grad()
+    def reference_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor:
+        """Reference logits.
+
+        Args:
+            input_ids: Token ids. Shape (B, T).
+            attention_mask: True = real token. Shape (B, T).
+            position_ids: None computes them from the mask. Shape (B, T).
+
+        Returns:
+            Logits, fp32, no grad. Shape (B, T, V).
+        """
+        return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+
+    forward = reference_logits
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; every submodule's own mode is restored after it."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class AdapterDisabledReference:
+    """Reference = the LoRA policy's own base model, run with the adapter disabled.
+
+    Nothing is copied: the object keeps a handle to the policy's ``PeftModel`` and runs it
+    under ``torch.no_grad()``, ``disable_adapter()`` and eval mode (the policy's modes are
+    restored afterwards). LoRA never changes the base weights, so this equals the initial
+    policy for as long as the adapter starts at zero effect (peft's default init). It is
+    deliberately not an ``nn.Module``: registered on a LightningModule it would list the
+    policy's parameters twice in checkpoints.
+
+    Args:
+        policy: A ``PeftModel``, or a ``CausalLMWithValueHead`` wrapping one.
+
+    Raises:
+        ConfigError: If the policy has no adapter.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        lm = _policy_lm(policy)
+        if not isinstance(lm, PeftModel):
+            raise ConfigError(
+                f"reference=adapter_off needs a LoRA policy, but the policy is "
+                f"{type(lm).__name__}. Fix: enable model.lora.enabled=true, or use "
+                "reference=copy (or auto)."
+            )
+        self.model = lm
+
+    def reference_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor:
+        """Logits of the base model (adapter off).
+
+        Args:
+            input_ids: Token ids. Shape (B, T).
+            attention_mask: True = real token. Shape (B, T).
+            position_ids: None computes them from the mask. Shape (B, T).
+
+        Returns:
+            Logits, fp32, no grad. Shape (B, T, V).
+        """
+        with torch.no_grad(), self.model.disable_adapter(), _eval_mode(self.model):
+            return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+
+    __call__ = reference_logits
+
+
+def build_reference(
+    policy: nn.Module, mode: ReferenceMode = "auto"
+) -> FrozenCopyReference | AdapterDisabledReference:
+    """The reference policy for `policy`, taken now (call it before training starts).
+
+    Args:
+        policy: A causal LM, a peft model, or a ``CausalLMWithValueHead`` around either.
+        mode: ``"copy"`` (frozen deep copy), ``"adapter_off"`` (LoRA policies: the same model
+            with the adapter disabled, no extra memory) or ``"auto"`` (adapter_off when the
+            policy LM is a ``PeftModel``, else copy).
+
+    Raises:
+        ConfigError: If `mode` is unknown, or adapter_off is asked of a policy without LoRA.
+    """
+    if mode == "auto":
+        mode = "adapter_off" if isinstance(_policy_lm(policy), PeftModel) else "copy"
+    if mode == "copy":
+        return FrozenCopyReference(policy)
+    if mode == "adapter_off":
+        return AdapterDisabledReference(policy)
+    raise ConfigError(
+        f"reference mode {mode!r} is unknown. Fix: one of 'copy', 'adapter_off', 'auto'."
+    )

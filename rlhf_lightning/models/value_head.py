@@ -1,0 +1,486 @@
+"""Critics for PPO: a value head on the policy's trunk, or a separate value model.
+
+Two layouts (``ppo.critic``):
+
+- ``shared``: :class:`CausalLMWithValueHead`, the policy LM plus a scalar :class:`ValueHead` on its
+  last hidden state (classic TRL, ALGORITHMS.md §1.3). One forward gives logits and values.
+- ``separate``: :class:`ValueModel`, its own network initialised from a reward model
+  (TRL's new PPO and "N+ implementation details", ALGORITHMS.md §2).
+
+Both take the same inputs: ``input_ids``, a bool ``attention_mask`` (True = real token) and
+optional ``position_ids``. When the positions are not given they are the exclusive cumsum of the
+mask (:func:`position_ids_from_mask`), so a left-padded row gets the same logits and values at
+its real tokens as the same row without padding (ALGORITHMS.md §5.2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import torch
+from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftModel
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from rlhf_lightning.errors import ConfigError, ModelError
+from rlhf_lightning.models.loading import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+HEAD_WEIGHTS_NAME = "value_head.safetensors"
+HEAD_CONFIG_NAME = "value_head_config.json"
+_ADAPTER_CONFIG_NAME = "adapter_config.json"
+
+ValueHeadInit = Literal["default", "zero", "normal"]
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Positions that count real tokens only: the exclusive cumsum of the mask.
+
+    Mask ``[0, 0, 1, 1, 1]`` gives ``[0, 0, 0, 1, 2]`` (TRL ``trainer/utils.py::forward``), so
+    left padding does not shift the positions of the real tokens; pads get position 0 (or, after
+    the last real token, the next position), which is harmless because they are masked.
+
+    Args:
+        attention_mask: True (or 1) = real token. Shape (B, T).
+
+    Returns:
+        Position ids, int64. Shape (B, T).
+    """
+    mask = attention_mask.long()
+    return (mask.cumsum(1) - mask).clamp(min=0)
+
+
+def hidden_size_of(config: Any) -> int:
+    """Width of the last hidden state of a transformers model with this `config`.
+
+    OPT projects its output to ``word_embed_proj_dim``, so that comes first (as in TRL); GPT-2
+    style configs spell the width ``n_embd``.
+    """
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("word_embed_proj_dim", "hidden_size", "n_embd"):
+        value = getattr(text_config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ModelError(
+        f"{type(config).__name__} has none of word_embed_proj_dim, hidden_size, n_embd, so the "
+        "width of the value head is unknown. Fix: build the ValueHead yourself and pass it as "
+        "CausalLMWithValueHead(model, v_head=ValueHead(hidden_size))."
+    )
+
+
+class ValueHead(nn.Module):
+    """Scalar value per position: ``Dropout(p) -> Linear(hidden_size, 1) -> squeeze(-1)``.
+
+    TRL's head (``trl/models/modeling_value_head.py``) defaults to dropout 0.1. Here it is 0:
+    PPO needs the rollout forward and the training forward to compute the same function (with
+    dropout the values of the first minibatch already differ from the rollout's), and every
+    other model in the PPO stage has its dropout disabled too (ALGORITHMS.md §2, §5.3).
+
+    Args:
+        hidden_size: Width of the hidden states it reads.
+        dropout: Dropout probability on the hidden states.
+        init: ``"default"`` keeps PyTorch's Linear init (TRL's default); ``"zero"`` starts every
+            value at 0 (openai/lm-human-preferences); ``"normal"`` draws the weight from
+            N(0, init_std) with bias 0 (TRL ``v_head_init_strategy="normal"``).
+        init_std: Standard deviation for ``init="normal"`` (TRL's ``v_head_initializer_range``).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        dropout: float = 0.0,
+        init: ValueHeadInit = "default",
+        init_std: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if init not in ("default", "zero", "normal"):
+            raise ConfigError(
+                f"value head init={init!r} is unknown. Fix: one of 'default', 'zero', 'normal'."
+            )
+        self.dropout = nn.Dropout(dropout)
+        # `summary` is TRL's name for this layer, so its weights read the same.
+        self.summary = nn.Linear(hidden_size, 1)
+        if init == "zero":
+            nn.init.zeros_(self.summary.weight)
+            nn.init.zeros_(self.summary.bias)
+        elif init == "normal":
+            nn.init.normal_(self.summary.weight, mean=0.0, std=init_std)
+            nn.init.zeros_(self.summary.bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.summary.in_features
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        """Values from hidden states.
+
+        Args:
+            hidden_states: Any dtype; upcast to the head's dtype (fp32 unless cast).
+                Shape (B, T, H).
+
+        Returns:
+            Values, fp32. Shape (B, T).
+        """
+        hidden_states = hidden_states.to(self.summary.weight.dtype)
+        return self.summary(self.dropout(hidden_states)).squeeze(-1).float()
+
+    def config_dict(self) -> dict[str, Any]:
+        """What `value_head_config.json` records (enough to rebuild the module)."""
+        return {
+            "hidden_size": self.hidden_size,
+            "dropout": self.dropout.p,
+            "dtype": str(self.summary.weight.dtype).removeprefix("torch."),
+        }
+
+
+class ValueHeadOutput(NamedTuple):
+    """Output of :meth:`CausalLMWithValueHead.forward`.
+
+    Attributes:
+        logits: Next-token logits, fp32. Shape (B, T, V).
+        values: Value of each position, fp32. Shape (B, T).
+    """
+
+    logits: Tensor
+    values: Tensor
+
+
+class CausalLMWithValueHead(nn.Module):
+    """A causal LM and a value head on its last hidden state (shared-trunk PPO critic).
+
+    The head reads ``hidden_states[-1]`` (``output_hidden_states=True``). For GPT-2, Llama and
+    most current decoders that state is taken after the final norm, i.e. exactly what the LM
+    head reads, which is the standard choice (TRL, OpenAI lm-human-preferences).
+
+    Args:
+        pretrained_model: A transformers causal LM or a peft ``PeftModel`` wrapping one.
+        v_head: A trained head; None builds a fresh one from `dropout`, `init`, `init_std`.
+        dropout: Dropout of a fresh head (see :class:`ValueHead` for why 0).
+        init: Init of a fresh head: ``"default"``, ``"zero"`` or ``"normal"``.
+        init_std: Standard deviation for ``init="normal"``.
+
+    Raises:
+        ModelError: If `v_head`'s width differs from the LM's hidden size.
+    """
+
+    def __init__(
+        self,
+        pretrained_model: nn.Module,
+        v_head: ValueHead | None = None,
+        *,
+        dropout: float = 0.0,
+        init: ValueHeadInit = "default",
+        init_std: float = 0.2,
+    ) -> None:
+        super().__init__()
+        hidden_size = hidden_size_of(pretrained_model.config)
+        if v_head is None:
+            v_head = ValueHead(hidden_size, dropout=dropout, init=init, init_std=init_std)
+        elif v_head.hidden_size != hidden_size:
+            raise ModelError(
+                f"the value head reads {v_head.hidden_size} features but the LM's hidden size is "
+                f"{hidden_size}. Fix: use a head saved with this model, or a fresh one."
+            )
+        self.pretrained_model = pretrained_model
+        # The head stays in its own dtype (fp32) even on a bf16 trunk; only the device follows.
+        device = next(pretrained_model.parameters()).device
+        self.v_head = v_head.to(device)
+
+    @property
+    def config(self) -> Any:
+        """The LM's transformers config."""
+        return self.pretrained_model.config
+
+    @property
+    def is_peft(self) -> bool:
+        """True when the LM is a peft model (LoRA): only its adapter is saved."""
+        return isinstance(self.pretrained_model, PeftModel)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+    ) -> ValueHeadOutput:
+        """Logits and values for every position.
+
+        Args:
+            input_ids: Token ids. Shape (B, T).
+            attention_mask: True = real token; rows may be left- or right-padded. Shape (B, T).
+            position_ids: None computes them from the mask (:func:`position_ids_from_mask`).
+                Shape (B, T).
+
+        Returns:
+            ``ValueHeadOutput(logits (B, T, V), values (B, T))``, both fp32.
+        """
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        out = self.pretrained_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,  # a training forward: a KV cache would only cost memory
+        )
+        values = self.v_head(out.hidden_states[-1])
+        return ValueHeadOutput(logits=out.logits.float(), values=values)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """The LM's ``generate`` (the value head plays no part in sampling)."""
+        return self.pretrained_model.generate(*args, **kwargs)
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
+        """Save the LM (only the adapter for a peft model) and the value head.
+
+        Writes what the LM's ``save_pretrained`` writes, plus ``value_head.safetensors`` and
+        ``value_head_config.json``. The tokenizer is the caller's to save.
+
+        Args:
+            save_directory: Created if missing.
+            **kwargs: Passed to the LM's ``save_pretrained``.
+
+        Returns:
+            The directory.
+        """
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.pretrained_model.save_pretrained(out, **kwargs)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.v_head.state_dict().items()}
+        save_file(state, out / HEAD_WEIGHTS_NAME)
+        (out / HEAD_CONFIG_NAME).write_text(json.dumps(self.v_head.config_dict(), indent=2) + "\n")
+        return out
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        is_trainable: bool = True,
+        dropout: float = 0.0,
+        init: ValueHeadInit = "default",
+        init_std: float = 0.2,
+        **kwargs: Any,
+    ) -> CausalLMWithValueHead:
+        """Load what :meth:`save_pretrained` wrote, or start from a plain LM export.
+
+        A directory with ``adapter_config.json`` loads as a peft model on its base
+        (``AutoPeftModelForCausalLM``); anything else through ``AutoModelForCausalLM``. Without
+        ``value_head.safetensors`` (an SFT export, a hub model) the head is fresh, so PPO can
+        start from any causal LM; a warning says so.
+
+        Args:
+            name_or_path: Directory, hub id cached on this machine, or a built-in name
+                (``demo:sft``).
+            is_trainable: Load a peft adapter trainable (peft's default is frozen).
+            dropout: Dropout of a fresh head; a saved head keeps its own.
+            init: Init of a fresh head.
+            init_std: Standard deviation of a fresh ``"normal"`` head.
+            **kwargs: Passed to ``from_pretrained`` of the LM (e.g. ``dtype``).
+
+        Raises:
+            ModelError: If the LM or the head cannot be loaded.
+        """
+        path = resolve_model_path(str(name_or_path)) or str(name_or_path)
+        directory = Path(path)
+        if (directory / _ADAPTER_CONFIG_NAME).is_file():
+            lm = _load_adapter(AutoPeftModelForCausalLM, directory, is_trainable, kwargs)
+        else:
+            lm = _load_hf(AutoModelForCausalLM, path, kwargs)
+        v_head = _load_value_head(directory)
+        if v_head is None:
+            log.warning(
+                "%s has no %s: starting from a fresh value head (init=%s).",
+                path,
+                HEAD_WEIGHTS_NAME,
+                init,
+            )
+        return cls(lm, v_head, dropout=dropout, init=init, init_std=init_std)
+
+
+def _load_hf(auto_class: Any, path: str | Path, kwargs: dict[str, Any]) -> nn.Module:
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"{path}: cannot load it with {auto_class.__name__} ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). Fix: point it at a directory "
+            "written by save_pretrained (config.json + weights), or a hub id cached here."
+        ) from err
+
+
+def _load_adapter(
+    auto_class: Any, directory: Path, is_trainable: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """A peft adapter directory, loaded on the base model its config names."""
+    adapter_config = json.loads((directory / _ADAPTER_CONFIG_NAME).read_text())
+    if not adapter_config.get("base_model_name_or_path"):
+        raise ModelError(
+            f"{directory / _ADAPTER_CONFIG_NAME} names no base model, so the adapter has nothing "
+            "to load onto (the base was built from model.arch and never saved). Fix: save the "
+            "base model with save_pretrained first and load it from there before adding LoRA, "
+            "or export with model.lora.merge_on_export=true and load <dir>/merged."
+        )
+    return _load_hf(auto_class, directory, {"is_trainable": is_trainable, **kwargs})
+
+
+def _load_value_head(directory: Path) -> ValueHead | None:
+    """The head saved in `directory`, or None when there is none."""
+    weights = directory / HEAD_WEIGHTS_NAME
+    if not weights.is_file():
+        return None
+    config_file = directory / HEAD_CONFIG_NAME
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    state = load_file(weights)
+    if "summary.weight" not in state:
+        raise ModelError(
+            f"{weights} holds {sorted(state)}, not a value head (summary.weight, summary.bias). "
+            "Fix: delete it to start from a fresh head, or save with "
+            "CausalLMWithValueHead.save_pretrained."
+        )
+    head = ValueHead(state["summary.weight"].shape[1], dropout=config.get("dropout", 0.0))
+    head.to(getattr(torch, config.get("dtype", "float32")))
+    head.load_state_dict(state)
+    return head
+
+
+class ValueModel(nn.Module):
+    """A separate critic: a reward model's score head applied at every position.
+
+    A decoder ``AutoModelForSequenceClassification`` (GPT-2, Llama, ...) computes
+    ``score(last_hidden_state)`` for every position and pools the last real token; this
+    module returns the unpooled per-position scores as values, so at the last real token the
+    value equals the reward model's output (TRL's new PPO initialises the critic this way,
+    ALGORITHMS.md §2). The reward stage's calibration (``config.reward_calibration``,
+    mean/std) is NOT applied: values are fitted to returns by the value loss from the first
+    step on, so a fixed affine rescaling would only change where that fit starts.
+
+    Args:
+        model: A sequence classifier with ``num_labels=1`` whose head (``score``, or a Linear
+            ``classifier`` on the unpooled hidden states) scores each position; may be a peft
+            model wrapping one.
+
+    Raises:
+        ModelError: If the model has more than one label or no per-position linear head.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        num_labels = getattr(model.config, "num_labels", None)
+        if num_labels != 1:
+            raise ModelError(
+                f"the value model has num_labels={num_labels}; a critic needs one scalar. "
+                "Fix: build it from a reward model (num_labels=1), e.g. a stage=reward export."
+            )
+        self.model = model
+        _score_head(self._classifier)  # fail at construction, not at the first forward
+
+    @property
+    def _classifier(self) -> nn.Module:
+        """The transformers sequence classifier (inside the peft wrapper, if any)."""
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Values for every position.
+
+        Args:
+            input_ids: Token ids. Shape (B, T).
+            attention_mask: True = real token. Shape (B, T).
+            position_ids: None computes them from the mask (:func:`position_ids_from_mask`).
+                Shape (B, T).
+
+        Returns:
+            Values, fp32. Shape (B, T).
+        """
+        if position_ids is None:
+            position_ids = position_ids_from_mask(attention_mask)
+        classifier = self._classifier
+        hidden = classifier.base_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        head = _score_head(classifier)
+        head_dtype = next(head.parameters()).dtype
+        return head(hidden.to(head_dtype)).squeeze(-1).float()
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
+        """The classifier's ``save_pretrained`` (only the adapter for a peft model)."""
+        out = Path(save_directory)
+        self.model.save_pretrained(out, **kwargs)
+        return out
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> ValueModel:
+        """Load a reward model export as a critic.
+
+        A LoRA reward model (a directory with ``adapter_config.json``) is loaded on its base and
+        merged, so the critic is a plain model whose weights all train. A checkpoint without a
+        trained score head (e.g. a causal LM) gets a fresh head and a warning.
+
+        Args:
+            name_or_path: Directory (e.g. ``<reward run>/model``) or cached hub id.
+            **kwargs: Passed to ``from_pretrained`` (e.g. ``dtype``).
+
+        Raises:
+            ModelError: If it cannot be loaded or has no usable head.
+        """
+        path = resolve_model_path(str(name_or_path)) or str(name_or_path)
+        directory = Path(path)
+        if (directory / _ADAPTER_CONFIG_NAME).is_file():
+            # The base is usually a causal LM export, whose config has the default 2 labels.
+            peft_model = _load_adapter(
+                AutoPeftModelForSequenceClassification,
+                directory,
+                False,
+                {"num_labels": 1, **kwargs},
+            )
+            return cls(peft_model.merge_and_unload())
+        model, info = _load_hf(
+            AutoModelForSequenceClassification,
+            path,
+            {"num_labels": 1, "output_loading_info": True, **kwargs},
+        )
+        missing = sorted(info.get("missing_keys", ()))
+        if missing:
+            log.warning(
+                "%s lacks %s: the critic starts from a fresh (random) head.", path, missing[:4]
+            )
+        return cls(model)
+
+
+def _score_head(classifier: nn.Module) -> nn.Module:
+    """The Linear that maps a hidden state to the score, applicable at every position."""
+    for name in ("score", "classifier"):
+        head = getattr(classifier, name, None)
+        if head is None:
+            continue
+        # peft's SEQ_CLS wraps the head in a ModulesToSaveWrapper that keeps the Linear inside.
+        linear = getattr(head, "original_module", head)
+        # BERT-style models feed the head a pooled [CLS] state, not each position's state.
+        pooled = hasattr(classifier, "pre_classifier") or (
+            getattr(classifier.base_model, "pooler", None) is not None
+        )
+        if isinstance(linear, nn.Linear) and linear.out_features == 1 and not pooled:
+            return head
+    raise ModelError(
+        f"{type(classifier).__name__} has no per-position score head (a Linear `score` or "
+        "`classifier` on the last hidden states, with one output); encoder classifiers pool "
+        "first, so their head cannot value each token. Fix: use a decoder reward model "
+        "(GPT-2, Llama, ... AutoModelForSequenceClassification with num_labels=1), or "
+        "ppo.critic=shared."
+    )
