@@ -39,11 +39,18 @@ from rlhf_lightning.functional.losses import (
     rloo_sequence_loss,
     sft_loss,
 )
-from rlhf_lightning.functional.masked import masked_mean, masked_sum, masked_var, masked_whiten
+from rlhf_lightning.functional.masked import (
+    masked_mean,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+    position_ids_from_mask,
+)
 from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
 from rlhf_lightning.functional.unigram import unigram_perplexity
 
 __all__ = [
+    "position_ids_from_mask",
     "TokenRewards",
     "last_token_index",
     "ppo_token_rewards",

@@ -132,3 +132,20 @@ def masked_whiten(
     if keep_mean:
         whitened = whitened + mean
     return torch.where(mask, whitened, 0)
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """Positions that count real tokens only: the exclusive cumulative sum of the mask.
+
+    TRL ``forward()``: ``mask.cumsum(1) - mask``. A left-padded row then gets the positions the
+    unpadded row would have (ALGORITHMS.md §5.2): mask ``[0, 0, 1, 1, 1]`` -> ``[0, 0, 0, 1, 2]``.
+    A forward without position ids would use ``[0..4]`` and silently shift every position.
+
+    Args:
+        attention_mask: True (or 1) at real tokens. Shape (B, T).
+
+    Returns:
+        Long position ids. Shape (B, T).
+    """
+    mask = attention_mask.long()
+    return mask.cumsum(dim=1) - mask

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rlhf_lightning.errors import ConfigError, ModelError
+from rlhf_lightning.functional import position_ids_from_mask
 from rlhf_lightning.models.loading import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -36,23 +37,6 @@ HEAD_CONFIG_NAME = "value_head_config.json"
 _ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 ValueHeadInit = Literal["default", "zero", "normal"]
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """Positions that count real tokens only: the exclusive cumsum of the mask.
-
-    Mask ``[0, 0, 1, 1, 1]`` gives ``[0, 0, 0, 1, 2]`` (TRL ``trainer/utils.py::forward``), so
-    left padding does not shift the positions of the real tokens; pads get position 0 (or, after
-    the last real token, the next position), which is harmless because they are masked.
-
-    Args:
-        attention_mask: True (or 1) = real token. Shape (B, T).
-
-    Returns:
-        Position ids, int64. Shape (B, T).
-    """
-    mask = attention_mask.long()
-    return (mask.cumsum(1) - mask).clamp(min=0)
 
 
 def hidden_size_of(config: Any) -> int:

@@ -1,10 +1,310 @@
-"""Batched sampling from a causal LM with the KV cache."""
+"""Batched sampling from a causal LM with the KV cache: rollouts for PPO, GRPO and RLOO.
+
+One ``model.generate`` call per batch (KV cache on, eval mode, no grad) on left-padded queries,
+then every response is cut after its first stop token (ALGORITHMS.md §2 "EOS trick").
+
+Sampling is pure ancestral sampling by default (temperature only; top_k 0, top_p 1): PPO's KL
+penalty and importance ratio assume the samples come from the policy itself (§5.5).
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
+
+from rlhf_lightning.errors import ConfigError
+from rlhf_lightning.functional import token_logprobs
+from rlhf_lightning.rollout.batch import RolloutBatch
+from rlhf_lightning.rollout.queries import (
+    encode_prompts,
+    left_pad,
+    pad_token_id,
+    rows_from_tensor,
+    start_token_id,
+)
+from rlhf_lightning.rollout.stop import truncate_at_stop
+
+
+class OffPolicySamplingWarning(UserWarning):
+    """Sampling settings that make the samples come from a distribution other than the policy."""
+
+
+@dataclass
+class SamplingConfig:
+    """How responses are sampled.
+
+    Attributes:
+        max_new_tokens: Response budget A; a response that reaches it without a stop token has
+            ``contains_stop`` False.
+        min_new_tokens: Forbid the stop tokens before this many tokens (off-policy when > 0).
+        temperature: Logits are divided by it. Score the rollout at the same temperature
+            (``response_logprobs(temperature=...)``) or the PPO ratio is not 1 on the first
+            minibatch (ALGORITHMS.md §2 "Temperature").
+        top_k: Keep the k most likely tokens; 0 disables (off-policy when != 0).
+        top_p: Nucleus sampling mass; 1.0 disables (off-policy when != 1).
+        stop_token_ids: Ids that end a response; None means ``[tokenizer.eos_token_id]``.
+        do_sample: False decodes greedily (evaluation); temperature, top_k and top_p are then
+            unused.
+    """
+
+    max_new_tokens: int = 32
+    min_new_tokens: int = 0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    stop_token_ids: list[int] | None = None
+    do_sample: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"sampling.max_new_tokens={self.max_new_tokens}: must be >= 1.")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(
+                f"sampling.min_new_tokens={self.min_new_tokens}: must be in "
+                f"[0, max_new_tokens={self.max_new_tokens}]."
+            )
+        if self.temperature <= 0:
+            raise ConfigError(
+                f"sampling.temperature={self.temperature}: must be > 0 (greedy decoding is "
+                "sampling.do_sample=false)."
+            )
+        if self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(
+                f"sampling.top_k={self.top_k}, top_p={self.top_p}: need top_k >= 0 (0 = off) "
+                "and 0 < top_p <= 1 (1 = off)."
+            )
+        if self.stop_token_ids is not None and not self.stop_token_ids:
+            raise ConfigError("sampling.stop_token_ids is empty. Fix: null (= [eos]) or ids.")
+        self._warn_if_off_policy()
+
+    def _warn_if_off_policy(self) -> None:
+        # Python's default filter shows a given warning once per call site, so a config built
+        # every step does not flood the log.
+        truncating = self.do_sample and (self.top_k != 0 or self.top_p != 1.0)
+        if truncating or self.min_new_tokens > 0:
+            warnings.warn(
+                f"sampling with top_k={self.top_k}, top_p={self.top_p}, "
+                f"min_new_tokens={self.min_new_tokens}: the samples no longer come from the "
+                "policy, so the KL estimate against the reference is biased (it can go negative "
+                "and the policy can exploit that through R = r - beta*KL) and PPO ratios are "
+                "measured against the wrong behaviour distribution (ALGORITHMS.md §5.5). "
+                "Use top_k=0, top_p=1.0, min_new_tokens=0 for RL rollouts.",
+                OffPolicySamplingWarning,
+                stacklevel=3,
+            )
+
+    def resolved_stop_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """``stop_token_ids``, or ``[eos]`` when unset."""
+        if self.stop_token_ids is not None:
+            return [int(t) for t in self.stop_token_ids]
+        if tokenizer.eos_token_id is None:
+            raise ConfigError(
+                "sampling.stop_token_ids is unset and the tokenizer has no EOS. Fix: set "
+                "sampling.stop_token_ids."
+            )
+        return [int(tokenizer.eos_token_id)]
+
+    def generate_kwargs(self, stop_ids: list[int], pad_id: int) -> dict:
+        """Keyword arguments for ``model.generate``.
+
+        Every knob that reshapes the distribution is set explicitly to its neutral value:
+        ``generate`` fills unset ones from ``model.generation_config`` and then from global
+        defaults, and the global default ``top_k`` is 50, not 0.
+        """
+        kwargs = {
+            "max_new_tokens": self.max_new_tokens,
+            # Always set: generate then derives min_length from it, ignoring the model's.
+            "min_new_tokens": self.min_new_tokens,
+            "do_sample": self.do_sample,
+            "num_beams": 1,
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "eos_token_id": stop_ids,
+            "pad_token_id": pad_id,
+            "use_cache": True,
+        }
+        if self.do_sample:
+            kwargs |= {
+                "temperature": self.temperature,
+                "top_k": self.top_k,
+                "top_p": self.top_p,
+                "typical_p": 1.0,
+                "epsilon_cutoff": 0.0,
+                "eta_cutoff": 0.0,
+            }
+        return kwargs
+
+
+@torch.no_grad()
+def generate_rollout(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str] | None = None,
+    query_ids: list[list[int]] | Tensor | None = None,
+    config: SamplingConfig | None = None,
+    generator_seed: int | None = None,
+    *,
+    query_mask: Tensor | None = None,
+    prepend_bos: bool = True,
+    return_logprobs: bool = False,
+) -> RolloutBatch:
+    """Sample one response per query in a single batched ``generate`` call.
+
+    Steps: encode the queries (text or ids) → left-pad → ``generate`` once (eval mode, no grad,
+    KV cache; each submodule's train/eval mode is restored after) → cut after the first stop
+    token → decode. For GRPO groups, repeat each prompt G times contiguously first.
+
+    Args:
+        model: A causal LM, or a value-head wrapper exposing it as ``pretrained_model`` (the
+            wrapper is put in eval mode, the inner LM generates).
+        tokenizer: Encodes prompts and decodes completions.
+        prompts: B query strings. Give either these or ``query_ids``.
+        query_ids: B lists of ids, or a padded (B, Q) tensor (see ``query_mask``). Used as given
+            (no BOS added); an empty row starts at BOS.
+        config: Sampling settings; None is ``SamplingConfig()``.
+        generator_seed: Seed for this call only: the global RNG streams are forked and
+            restored, so seeding a rollout does not shift anything else.
+        query_mask: For a tensor ``query_ids``: True at real tokens, any padding side.
+            None: tokens equal to the pad id are padding.
+        prepend_bos: For ``prompts``: put BOS first (as the SFT data does), see
+            :func:`~rlhf_lightning.rollout.queries.encode_prompts`.
+        return_logprobs: Also return the log-probs of the sampled tokens under the sampling
+            distribution, from ``generate``'s scores (logits / temperature after any top-k/top-p
+            filtering). They equal :func:`~rlhf_lightning.rollout.logprobs.response_logprobs` at
+            the same temperature when sampling is on-policy.
+
+    Returns:
+        A :class:`RolloutBatch` on the model's device. Shapes (B, Q) and (B, A) with
+        A <= ``max_new_tokens`` (generation stops once every row has stopped).
+    """
+    config = config or SamplingConfig()
+    pad_id = pad_token_id(tokenizer)
+    stop_ids = config.resolved_stop_ids(tokenizer)
+    rows = _query_rows(tokenizer, prompts, query_ids, query_mask, pad_id, prepend_bos)
+    lm = getattr(model, "pretrained_model", model)
+    device = next(lm.parameters()).device
+    q_ids, q_mask = left_pad(rows, pad_id, device)
+    with _eval_mode(model), _seeded(device, generator_seed):
+        out = lm.generate(
+            input_ids=q_ids,
+            attention_mask=q_mask.long(),
+            **config.generate_kwargs(stop_ids, pad_id),
+            output_scores=return_logprobs,
+            return_dict_in_generate=return_logprobs,
+        )
+    sequences = out if isinstance(out, Tensor) else out.sequences
+    sampled = sequences[:, q_ids.shape[1] :]  # (B, A)
+    cut = truncate_at_stop(sampled, stop_ids, pad_id)
+    logprobs = None
+    if return_logprobs:
+        # (B, A, V) fp32: the processed scores, already / temperature and filtered.
+        scores = torch.stack(out.scores, dim=1)
+        logprobs = token_logprobs(scores, sampled)
+    lengths = cut.response_mask.sum(dim=1).tolist()
+    responses = [row[:n] for row, n in zip(cut.response_ids.tolist(), lengths, strict=True)]
+    if prompts is None:
+        prompts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+    return RolloutBatch(
+        query_ids=q_ids,
+        query_mask=q_mask,
+        response_ids=cut.response_ids,
+        response_mask=cut.response_mask,
+        contains_stop=cut.contains_stop,
+        prompts=list(prompts),
+        completions=tokenizer.batch_decode(responses, skip_special_tokens=True),
+        logprobs=logprobs,
+    )
+
+
+def respond_to_batch(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    queries: list[str],
+    max_new_tokens: int = 32,
+    *,
+    seed: int | None = None,
+    **sampling,
+) -> list[str]:
+    """One sampled completion per query, as text (the classic TRL helper, batched).
+
+    TRL's ``respond_to_batch`` looped token by token without a KV cache; this is one
+    :func:`generate_rollout` call.
+
+    Args:
+        model: A causal LM (or value-head wrapper, see :func:`generate_rollout`).
+        tokenizer: Encodes the queries and decodes the completions.
+        queries: B prompt strings.
+        max_new_tokens: Longest completion, in tokens.
+        seed: Seed for this call only (the global RNG is untouched).
+        **sampling: Further :class:`SamplingConfig` fields (``temperature``, ``do_sample``, ...).
+
+    Returns:
+        B completions, cut after the first stop token, special tokens removed.
+    """
+    config = SamplingConfig(max_new_tokens=max_new_tokens, **sampling)
+    return generate_rollout(
+        model, tokenizer, queries, config=config, generator_seed=seed
+    ).completions
+
+
+def _query_rows(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str] | None,
+    query_ids: list[list[int]] | Tensor | None,
+    query_mask: Tensor | None,
+    pad_id: int,
+    prepend_bos: bool,
+) -> list[list[int]]:
+    """The real query tokens of each row, from exactly one of ``prompts`` / ``query_ids``."""
+    if (prompts is None) == (query_ids is None):
+        raise ValueError("generate_rollout: pass exactly one of prompts or query_ids")
+    if prompts is not None:
+        return encode_prompts(tokenizer, prompts, prepend_bos=prepend_bos)
+    if isinstance(query_ids, Tensor):
+        rows = rows_from_tensor(query_ids, query_mask, pad_id)
+    else:
+        rows = [[int(t) for t in row] for row in query_ids]
+    start = start_token_id(tokenizer)
+    return [row or [start] for row in rows]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; each submodule's own flag restored after (a frozen part stays eval)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def _seeded(device: torch.device, seed: int | None) -> Iterator[None]:
+    """Seed the CPU generator and ``device``'s inside; both streams restored on exit."""
+    if seed is None:
+        yield
+        return
+    accelerator = device.type != "cpu"
+    with torch.random.fork_rng(
+        devices=[device] if accelerator else [],
+        device_type=device.type if accelerator else None,
+    ):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            # Only this device's generator: torch.manual_seed would reseed every GPU.
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+        elif accelerator:
+            torch.get_device_module(device.type).manual_seed(seed)
+        yield
 
 
 @torch.no_grad()
