@@ -36,7 +36,13 @@ def _reward(ctx: RunContext) -> L.Trainer:
     return run_reward(ctx)
 
 
-STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {"sft": _sft, "reward": _reward}
+def _ppo(ctx: RunContext) -> L.Trainer:
+    from rlhf_lightning.stages.ppo import run_ppo
+
+    return run_ppo(ctx)
+
+
+STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {"sft": _sft, "reward": _reward, "ppo": _ppo}
 
 
 def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
@@ -85,3 +91,9 @@ def _quiet_third_party_output() -> None:
         "ignore", message=r".*Experiment logs directory .* exists and is not empty.*"
     )
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    # PPO checkpoints are taken after a whole iteration (rollout + all minibatch updates).
+    warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+    # The frozen reference model stays in eval mode on purpose.
+    warnings.filterwarnings(
+        "ignore", message=r".*module\(s\) in eval mode at the start of training.*"
+    )

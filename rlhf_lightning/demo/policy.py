@@ -1,7 +1,7 @@
-"""The demo SFT policy: the starting model of every later stage on the embedded default.
+"""The demo SFT policy and demo reward model: the starting points of the later stages.
 
-Built on first use by running the SFT stage on the embedded default (about 5 minutes on
-2 CPU cores), then cached under `$RLHF_LIGHTNING_CACHE/demo-sft-<version>/`.
+Each is built on first use by running its stage on the embedded default (SFT: about 5 minutes
+on 2 CPU cores; reward: about 2 more), then cached under `$RLHF_LIGHTNING_CACHE/demo-<stage>-<version>/`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,30 @@ log = logging.getLogger(__name__)
 _VERSION = "v1"
 
 
-def demo_sft_run_dir() -> Path:
-    return cache_dir() / f"demo-sft-{_VERSION}"
+def demo_run_dir(stage: str) -> Path:
+    return cache_dir() / f"demo-{stage}-{_VERSION}"
 
 
 def ensure_demo_sft_model() -> Path:
     """The directory of the demo SFT model (`save_pretrained` format), building it if needed."""
-    run_dir = demo_sft_run_dir()
+    return _ensure_demo_model("sft", "about 5 minutes")
+
+
+def ensure_demo_reward_model() -> Path:
+    """The demo reward model (demo SFT backbone, calibrated on its samples), built if needed."""
+    return _ensure_demo_model("reward", "about 2 minutes after the SFT policy")
+
+
+def _ensure_demo_model(stage: str, duration: str) -> Path:
+    run_dir = demo_run_dir(stage)
     model_dir = run_dir / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
     log.warning(
-        "The demo SFT policy is not cached yet: training it now on the embedded default "
-        "(first use only, about 5 minutes on 2 CPU cores) -> %s",
+        "The demo %s model is not cached yet: training it now on the embedded default "
+        "(first use only, %s on 2 CPU cores) -> %s",
+        stage,
+        duration,
         run_dir,
     )
     partial = run_dir.with_name(run_dir.name + ".partial")
@@ -44,7 +55,7 @@ def ensure_demo_sft_model() -> Path:
         from rlhf_lightning.api import compose_config
         from rlhf_lightning.train import run
 
-        run(compose_config("sft", ["trainer.enable_progress_bar=false"], run_dir=partial))
+        run(compose_config(stage, ["trainer.enable_progress_bar=false"], run_dir=partial))
     # The cache only ever holds a finished build.
     shutil.rmtree(run_dir, ignore_errors=True)
     os.replace(partial, run_dir)
@@ -52,7 +63,7 @@ def ensure_demo_sft_model() -> Path:
     summary = json.loads(summary_path.read_text())
     summary["run_dir"] = str(run_dir)
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("Demo SFT policy cached at %s", model_dir)
+    log.info("Demo %s model cached at %s", stage, model_dir)
     return model_dir
 
 

@@ -142,13 +142,23 @@ def _demo_sft_dir() -> Path:
     return ensure_demo_sft_model()
 
 
+def _demo_reward_dir() -> Path:
+    from rlhf_lightning.demo.policy import ensure_demo_reward_model
+
+    return ensure_demo_reward_model()
+
+
 def _minilm_dir() -> Path:
     from rlhf_lightning.demo.encoder import minilm_dir
 
     return minilm_dir()
 
 
-BUILTIN_MODELS = {"demo:sft": _demo_sft_dir, "minilm": _minilm_dir}
+BUILTIN_MODELS = {
+    "demo:sft": _demo_sft_dir,
+    "demo:reward": _demo_reward_dir,
+    "minilm": _minilm_dir,
+}
 
 
 def load_pretrained(

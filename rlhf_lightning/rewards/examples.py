@@ -83,3 +83,18 @@ def exact_match(
         float(words(completion) == words(str(answer)))
         for completion, answer in zip(completions, reference, strict=True)
     ]
+
+
+def letter_rate(
+    prompts: list[str], completions: list[str], letter: str = "e", **columns: Any
+) -> list[float]:
+    """Share of the completion's characters equal to ``letter`` (0 for an empty completion).
+
+    A toy reward even a tiny random policy can improve in a few PPO iterations, for smoke runs
+    and tests of the RL machinery.
+
+    Example:
+        >>> letter_rate(["p", "p"], ["eel", ""])
+        [0.6666666666666666, 0.0]
+    """
+    return [c.count(letter) / len(c) if c else 0.0 for c in completions]

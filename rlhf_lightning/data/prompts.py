@@ -1,0 +1,99 @@
+"""Prompts for the RL stages: a `prompt` column (plus any extra columns for the reward)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rlhf_lightning.data.demo_prompts import demo_prompts
+from rlhf_lightning.data.loading import DEMO, load_table
+from rlhf_lightning.data.sft import in_memory_splits
+from rlhf_lightning.errors import DataError
+
+
+class PromptDataModule(L.LightningDataModule):
+    """Batches of prompts for rollouts: `{"prompts": list[str], <column>: list, ...}`.
+
+    Extra columns (a reference answer, a target label, ...) travel with each prompt and reach
+    the reward source as keyword arguments.
+
+    Args:
+        path: `demo` (openings of demo corpus texts), a local file/dir, or a hub dataset name.
+        prompt_column: the column holding the prompt text.
+        split: the split to read.
+        batch_size: prompts per PPO iteration (the rollout batch).
+        num_prompts: for `demo`, how many distinct openings; otherwise caps the rows.
+        opening_words: for `demo`, words per opening.
+        seed: seeds the sampling order.
+        dataset: an in-memory `datasets.Dataset` instead of `path`.
+    """
+
+    def __init__(
+        self,
+        path: str = DEMO,
+        prompt_column: str = "prompt",
+        split: str = "train",
+        batch_size: int = 32,
+        num_prompts: int | None = 4096,
+        opening_words: int = 3,
+        seed: int = 0,
+        dataset: datasets.Dataset | datasets.DatasetDict | None = None,
+    ) -> None:
+        super().__init__()
+        self.path = path
+        self.prompt_column = prompt_column
+        self.split = split
+        self.batch_size = batch_size
+        self.num_prompts = num_prompts
+        self.opening_words = opening_words
+        self.seed = seed
+        self.dataset = dataset
+        self.rows: datasets.Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.rows is not None:
+            return
+        if self.dataset is not None:
+            rows = in_memory_splits(self.dataset, self.split, "data")[self.split]
+        elif self.path == DEMO:
+            prompts = demo_prompts(self.num_prompts or 4096, self.opening_words, self.seed)
+            rows = datasets.Dataset.from_dict({self.prompt_column: prompts})
+        else:
+            rows = load_table(self.path, self.split)
+        if self.prompt_column not in rows.column_names:
+            raise DataError(
+                f"data.path={self.path}: column '{self.prompt_column}' not found (columns: "
+                f"{', '.join(rows.column_names)}). Fix: set data.prompt_column=<column>."
+            )
+        if self.num_prompts is not None and self.path != DEMO:
+            rows = rows.select(range(min(self.num_prompts, len(rows))))
+        bad = [i for i, p in enumerate(rows[self.prompt_column]) if not isinstance(p, str)]
+        if bad:
+            raise DataError(
+                f"data.path={self.path}: row {bad[0]} has a non-text '{self.prompt_column}'. "
+                "Fix: every prompt must be a string."
+            )
+        self.rows = rows
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.rows is not None, "call setup() first"
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.rows,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,  # PPO minibatching needs full rollout batches
+            generator=generator,
+            collate_fn=self._collate,
+        )
+
+    def _collate(self, rows: list[dict[str, Any]]) -> dict[str, list]:
+        batch: dict[str, list] = {"prompts": [r[self.prompt_column] for r in rows]}
+        for key in rows[0]:
+            if key != self.prompt_column:
+                batch[key] = [r[key] for r in rows]
+        return batch

@@ -1,0 +1,144 @@
+"""PPO as a LightningModule: manual optimisation over one rollout buffer per training step."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.ppo_core import Experience, PPOConfig, PPOCore, iteration_metrics
+from rlhf_lightning.modules.sft import OptimizerFactory, SchedulerFactory
+from rlhf_lightning.rewards import RewardSource
+from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
+
+
+class PPOModule(L.LightningModule):
+    """Rollout → evaluation → optimisation, one PPO iteration per batch of prompts.
+
+    Args:
+        policy: a `CausalLMWithValueHead`; its `v_head` is the value head.
+        reference: the frozen reference (copy, or the adapter-off base with LoRA).
+        reward: any `RewardSource`; extra batch columns reach it as keyword arguments.
+        tokenizer: the policy tokenizer.
+        config: PPO hyper-parameters.
+        sampling: rollout sampling settings (top_k 0, top_p 1 keep the KL estimate honest).
+        optimizer / scheduler: factories (Hydra `_partial_`); the schedule steps per optimizer step.
+        samples_path: where every `sample_every`-th iteration appends prompt/completion/reward/kl.
+        sample_every: iterations between sample records.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        reference: Reference,
+        reward: RewardSource,
+        tokenizer: PreTrainedTokenizerBase,
+        config: PPOConfig,
+        sampling: SamplingConfig,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        samples_path: Path | None = None,
+        sample_every: int = 10,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy = policy
+        self.reference = reference
+        self.reward = reward
+        self.tokenizer = tokenizer
+        self.config = config
+        self.sampling = sampling
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.samples_path = samples_path
+        self.sample_every = sample_every
+        self.core = PPOCore(policy, reference, config)
+        self.iteration = 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One PPO iteration (the steps of `rlhf_lightning.modules.ppo_core`)."""
+        start = time.perf_counter()
+        prompts, columns = batch["prompts"], {k: v for k, v in batch.items() if k != "prompts"}
+        rollout = self.collect_rollout(prompts)  # 1. the policy answers each prompt
+        scores = self.reward(rollout.prompts, rollout.completions, **columns)  # 2. evaluation
+        experience = self.core.make_experience(rollout, scores)  # 3-4. log-probs, rewards, GAE
+        stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)  # 5.
+        mean_kl = self.core.update_kl_controller(experience)  # 6. KL control
+        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)
+        self._record_samples(rollout, scores, experience)
+        self.iteration += 1
+
+    def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
+        """Sample one response per prompt; the seed follows the iteration so resume is exact."""
+        seed = hash((self.iteration, self.global_step)) % (2**31)
+        rollout = generate_rollout(
+            self.policy, self.tokenizer, prompts=prompts, config=self.sampling, generator_seed=seed
+        )
+        return rollout.to(self.device)
+
+    def _optimizer_step(self) -> None:
+        optimizer = self.optimizers()
+        if self.config.max_grad_norm is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.config.max_grad_norm,
+                gradient_clip_algorithm="norm",
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def _log_iteration(
+        self,
+        rollout: RolloutBatch,
+        scores: torch.Tensor,
+        stats: list[dict[str, torch.Tensor]],
+        mean_kl: torch.Tensor,
+        elapsed: float,
+    ) -> None:
+        kl_coef = self.core.kl_controller.value
+        metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        self.log_dict(metrics)
+        self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
+
+    def _record_samples(self, rollout: RolloutBatch, scores: torch.Tensor, exp: Experience) -> None:
+        if self.samples_path is None or self.iteration % self.sample_every:
+            return
+        kl = exp.kl.sum(1)
+        with self.samples_path.open("a", encoding="utf-8") as f:
+            for i in range(min(len(rollout), 8)):
+                row = {
+                    "step": self.global_step,
+                    "prompt": rollout.prompts[i],
+                    "completion": rollout.completions[i],
+                    "reward": float(scores[i]),
+                    "kl": float(kl[i]),
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def configure_optimizers(self):
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, self.trainer.max_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ppo"] = {"core": self.core.state_dict(), "iteration": self.iteration}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.core.load_state_dict(checkpoint["ppo"]["core"])
+        self.iteration = checkpoint["ppo"]["iteration"]

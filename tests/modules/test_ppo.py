@@ -1,0 +1,126 @@
+"""PPO: the core's invariants, the stage end to end on a toy reward, the custom-loop API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rlhf_lightning.api import compose_config
+from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.models.reference import build_reference
+from rlhf_lightning.models.value_head import CausalLMWithValueHead
+from rlhf_lightning.modules.ppo_core import PPOConfig, PPOCore
+from rlhf_lightning.ppo_api import PPOTrainer
+from rlhf_lightning.rewards.examples import letter_rate
+from rlhf_lightning.rollout import SamplingConfig, generate_rollout
+from rlhf_lightning.train import run
+
+TINY = {
+    "type": "gpt2",
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 32,
+    "n_positions": 64,
+    "resid_pdrop": 0.1,
+    "embd_pdrop": 0.1,
+    "attn_pdrop": 0.1,
+}
+
+
+def _tiny_policy():
+    lm, tok = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY))
+    return CausalLMWithValueHead(lm), tok
+
+
+def test_first_minibatch_ratio_is_one_and_kl_zero_at_init():
+    policy, tok = _tiny_policy()
+    trainer = PPOTrainer(policy, tok, PPOConfig(ppo_epochs=1, num_minibatches=1))
+    assert all(m.p == 0 for m in policy.modules() if isinstance(m, torch.nn.Dropout))
+    rollout = generate_rollout(
+        policy,
+        tok,
+        prompts=["I love", "The new phone is", "my", "ok"],
+        config=SamplingConfig(max_new_tokens=8),
+        generator_seed=0,
+    )
+    exp = trainer.core.make_experience(rollout, torch.tensor([1.0, 0.0, -1.0, 0.5]))
+    # policy == reference at init: every per-token KL is exactly 0
+    assert torch.equal(exp.kl, torch.zeros_like(exp.kl))
+    _, stats = trainer.core.minibatch_loss(exp)
+    assert stats["train/ratio"].item() == 1.0
+    assert stats["train/approx_kl"].item() == 0.0 and stats["train/clipfrac"].item() == 0.0
+
+
+def test_ppo_stage_raises_a_toy_reward(tmp_path):
+    cfg = compose_config("ppo", ["experiment=ppo_smoke"], run_dir=tmp_path / "ppo")
+    summary = run(cfg)
+    run_dir = Path(summary["run_dir"])
+    metrics = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["rollout/reward_mean"])
+    reward = metrics["rollout/reward_mean"].to_numpy()
+    assert len(reward) == 30
+    assert reward[-5:].mean() > reward[:5].mean() + 0.05, reward
+    assert metrics["rollout/kl"].iloc[0] == 0.0  # the first rollout comes from the reference
+    for name in [
+        "rollout/reward_std",
+        "rollout/response_length",
+        "rollout/eos_rate",
+        "train/policy_loss",
+        "train/value_loss",
+        "train/clipfrac",
+        "train/approx_kl",
+        "train/entropy",
+        "train/value_explained_var",
+        "kl_coef",
+        "perf/samples_per_s",
+    ]:
+        assert name in metrics.columns, name
+    assert summary["global_step"] == 30 * 4 * 2  # iterations x epochs x minibatches
+    rows = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert rows and {"prompt", "completion", "reward", "kl", "step"} <= rows[0].keys()
+
+    loaded = CausalLMWithValueHead.from_pretrained(run_dir / "model")
+    assert (run_dir / "model" / "value_head.safetensors").is_file()
+    state = torch.load(
+        run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert state["ppo"]["iteration"] == 30
+    ref = {k: v for k, v in state["state_dict"].items() if k.startswith("reference.")}
+    pol = {k: v for k, v in state["state_dict"].items() if k.startswith("policy.pretrained_model.")}
+    assert ref and pol
+    # the reference stayed at the starting weights while the policy moved
+    ref_wte = next(v for k, v in ref.items() if k.endswith("wte.weight"))
+    pol_wte = next(v for k, v in pol.items() if k.endswith("wte.weight"))
+    assert not torch.equal(ref_wte, pol_wte)
+    assert torch.equal(loaded.pretrained_model.get_input_embeddings().weight, pol_wte)
+
+
+def test_custom_loop_api_with_a_python_reward():
+    policy, tok = _tiny_policy()
+    trainer = PPOTrainer(
+        policy, tok, PPOConfig(ppo_epochs=4, num_minibatches=2, score_norm=True), learning_rate=1e-2
+    )
+    queries = ["I love", "The flight", "my phone", "Self-driving cars"] * 4
+    history = []
+    for i in range(12):
+        responses = trainer.generate(queries, seed=i, max_new_tokens=10)
+        scores = letter_rate(queries, responses)
+        stats = trainer.step(queries, responses, scores)
+        history.append(stats["rollout/reward_mean"])
+    assert {"train/policy_loss", "train/value_loss", "rollout/kl", "kl_coef"} <= stats.keys()
+    assert all(torch.isfinite(torch.tensor(list(stats.values()))))
+    assert len(history) == 12
+
+
+def test_lora_policy_uses_the_adapter_off_base_as_reference():
+    spec = ModelSpec(tokenizer="demo", arch=TINY, lora={"enabled": True, "r": 4})
+    lm, tok = load_model_and_tokenizer(spec)
+    policy = CausalLMWithValueHead(lm)
+    reference = build_reference(policy, mode="auto")
+    core = PPOCore(policy, reference, PPOConfig())
+    trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
+    assert type(reference).__name__ == "AdapterDisabledReference"
+    assert core.reference is reference
