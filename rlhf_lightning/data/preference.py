@@ -40,19 +40,17 @@ side has no completion token left is dropped and counted (one warning per split)
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import datasets
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from rlhf_lightning.data.base import TokenizedDataModule
 from rlhf_lightning.data.chat import assistant_spans
 from rlhf_lightning.data.collate import pad_batch
 from rlhf_lightning.data.demo_pairs import build_demo_pairs
@@ -486,7 +484,7 @@ def collate_pairs(
 # --- the DataModule -----------------------------------------------------------------------
 
 
-class PreferenceDataModule(L.LightningDataModule):
+class PreferenceDataModule(TokenizedDataModule):
     """Loads, validates, tokenises and batches preference pairs (see the module docstring).
 
     Batches (``collate_pairs``), each (B, T) right-padded with the pad token, T shared by both
@@ -520,6 +518,9 @@ class PreferenceDataModule(L.LightningDataModule):
         num_train_examples: training pairs after ``setup``.
         num_val_examples: validation pairs (0 without validation) after ``setup``.
     """
+
+    collate = staticmethod(collate_pairs)
+    fingerprint_tag = "preference-v1"
 
     def __init__(
         self,
@@ -663,43 +664,3 @@ class PreferenceDataModule(L.LightningDataModule):
         if dropped == total:
             raise DataError(f"{message}; none is left. Fix: raise data.max_length.")
         rank_zero_warn(f"{message}; they are dropped. Fix: raise data.max_length to keep them.")
-
-    def _fingerprint(self, dataset: datasets.Dataset, fmt: str) -> str:
-        key = (
-            "preference-v1",
-            dataset._fingerprint,
-            fmt,
-            sorted(self.columns.items()),
-            self.max_length,
-            type(self.tokenizer).__name__,
-            getattr(self.tokenizer, "name_or_path", ""),
-            len(self.tokenizer),
-            getattr(self.tokenizer, "chat_template", None),
-        )
-        return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-
-    def _loader(
-        self,
-        dataset: datasets.Dataset,
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None,
-    ) -> DataLoader:
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0  # padded positions are masked out anyway
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            # A partial of a module-level function pickles, so worker processes work.
-            collate_fn=functools.partial(collate_pairs, pad_token_id=int(pad_id)),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _ready(self, dataset: datasets.Dataset | None) -> datasets.Dataset:
-        if dataset is None:
-            raise RuntimeError("PreferenceDataModule.setup() must run before its dataloaders")
-        return dataset

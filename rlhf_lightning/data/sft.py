@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from typing import Any
 
 import datasets
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from rlhf_lightning.data.base import TokenizedDataModule
 from rlhf_lightning.data.collate import pack_sequences, pad_batch
 from rlhf_lightning.data.formats import AUTO, detect_format, tokenize_rows
 from rlhf_lightning.data.loading import DEMO, load_table, pick_splits
@@ -23,7 +21,7 @@ from rlhf_lightning.errors import ConfigError, DataError
 _ROW = "__rlhf_row__"
 
 
-class SFTDataModule(L.LightningDataModule):
+class SFTDataModule(TokenizedDataModule):
     """Loads, validates, tokenises and batches SFT data (text, prompt/completion or messages).
 
     Batches are ``{"input_ids", "attention_mask", "loss_mask"}`` of shape (B, T) from
@@ -55,6 +53,8 @@ class SFTDataModule(L.LightningDataModule):
         num_train_examples: training examples (blocks when packing) after ``setup``.
         num_val_examples: validation examples (0 without validation) after ``setup``.
     """
+
+    collate = staticmethod(pad_batch)
 
     def __init__(
         self,
@@ -222,45 +222,6 @@ class SFTDataModule(L.LightningDataModule):
         if dropped == total:
             raise DataError(f"{message}; none is left. Fix: raise data.max_length.")
         rank_zero_warn(f"{message}; they are dropped. Fix: raise data.max_length to keep them.")
-
-    def _fingerprint(self, dataset: datasets.Dataset, fmt: str) -> str:
-        key = (
-            dataset._fingerprint,
-            fmt,
-            sorted(self.columns.items()),
-            self.max_length,
-            type(self.tokenizer).__name__,
-            getattr(self.tokenizer, "name_or_path", ""),
-            len(self.tokenizer),
-            getattr(self.tokenizer, "chat_template", None),
-        )
-        return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
-
-    def _loader(
-        self,
-        dataset: datasets.Dataset,
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None,
-    ) -> DataLoader:
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0  # padded positions are masked out anyway
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            # A partial of a module-level function pickles, so worker processes work.
-            collate_fn=functools.partial(pad_batch, pad_token_id=int(pad_id)),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def _ready(self, dataset: datasets.Dataset | None) -> datasets.Dataset:
-        if dataset is None:
-            raise RuntimeError("SFTDataModule.setup() must run before its dataloaders")
-        return dataset
 
 
 def prepare_splits(

@@ -13,8 +13,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from rlhf_lightning.modules.ppo_core import Experience, PPOConfig, PPOCore, iteration_metrics
-from rlhf_lightning.modules.sft import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.rewards import RewardSource
 from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
 
@@ -126,15 +126,9 @@ class PPOModule(L.LightningModule):
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def configure_optimizers(self):
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, self.trainer.max_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure_optimizers(
+            self.policy, self.optimizer_factory, self.scheduler_factory, self.trainer.max_steps
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ppo"] = {"core": self.core.state_dict(), "iteration": self.iteration}

@@ -8,7 +8,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from rlhf_lightning.functional import pairwise_loss
-from rlhf_lightning.modules.sft import OptimizerFactory, SchedulerFactory
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
 
 class RewardModule(L.LightningModule):
@@ -88,12 +88,9 @@ class RewardModule(L.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure_optimizers(
+            self.model,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+        )

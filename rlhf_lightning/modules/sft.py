@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
 from torch import nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import SumMetric
 
 from rlhf_lightning.functional import sft_loss
-
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
-SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
 
 class SFTModule(L.LightningModule):
@@ -79,15 +74,12 @@ class SFTModule(L.LightningModule):
         self.val_token_count.reset()
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer, self.trainer.estimated_stepping_batches)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return configure_optimizers(
+            self.model,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.trainer.estimated_stepping_batches,
+        )
 
     def _log_throughput(self, batch: dict[str, torch.Tensor]) -> None:
         # Wall time between consecutive steps covers forward, backward and optimizer step.
