@@ -42,6 +42,7 @@ def ppo_token_rewards(
     scores: Tensor,
     kl_coef: float,
     estimator: KLEstimator = "k1",
+    kl: Tensor | None = None,
 ) -> TokenRewards:
     """`r_t = -kl_coef * KL_t`, with the sequence score added on the last response token.
 
@@ -55,12 +56,15 @@ def ppo_token_rewards(
         response_mask: True on real response tokens. Shape (B, A).
         scores: Sequence scores from the reward source. Shape (B,).
         kl_coef: Weight of the per-token KL penalty.
-        estimator: KL estimator (`k1`, `abs`, `mse`, `k3`).
+        estimator: KL estimator (`k1`, `abs`, `mse`, `k3`) of the sampled tokens.
+        kl: a precomputed per-token KL that replaces the estimator, e.g. the exact
+            full-vocabulary KL (`full_kl`, TRL's `full`). Shape (B, A).
 
     Returns:
         `TokenRewards(rewards, kl)`, each (B, A).
     """
-    kl = torch.where(response_mask, kl_penalty(logp, ref_logp, estimator), 0.0)
+    per_token = kl_penalty(logp, ref_logp, estimator) if kl is None else kl
+    kl = torch.where(response_mask, per_token, 0.0)
     rewards = -kl_coef * kl
     last = last_token_index(response_mask)
     rewards = rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))

@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -32,6 +33,8 @@ class PPOModule(L.LightningModule):
         optimizer / scheduler: factories (Hydra `_partial_`); the schedule steps per optimizer step.
         samples_path: where every `sample_every`-th iteration appends prompt/completion/reward/kl.
         sample_every: iterations between sample records.
+        critic: a separate value model (`ValueModel`); None uses the policy's value head.
+        total_iterations: stop after this many PPO iterations (None: the Trainer's limits).
     """
 
     def __init__(
@@ -46,6 +49,8 @@ class PPOModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         samples_path: Path | None = None,
         sample_every: int = 10,
+        critic: nn.Module | None = None,
+        total_iterations: int | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -59,7 +64,9 @@ class PPOModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.samples_path = samples_path
         self.sample_every = sample_every
-        self.core = PPOCore(policy, reference, config)
+        self.critic = critic
+        self.total_iterations = total_iterations
+        self.core = PPOCore(policy, reference, config, critic=critic)
         self.iteration = 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -74,6 +81,9 @@ class PPOModule(L.LightningModule):
         self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)
         self._record_samples(rollout, scores, experience)
         self.iteration += 1
+        if self.total_iterations is not None and self.iteration >= self.total_iterations:
+            # Iterations, not optimizer steps, end a PPO run (early KL stops skip steps).
+            self.trainer.should_stop = True
 
     def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
         """Sample one response per prompt; the seed follows the iteration so resume is exact."""
@@ -111,24 +121,41 @@ class PPOModule(L.LightningModule):
         self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
 
     def _record_samples(self, rollout: RolloutBatch, scores: torch.Tensor, exp: Experience) -> None:
+        """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
         if self.samples_path is None or self.iteration % self.sample_every:
             return
         kl = exp.kl.sum(1)
+        rows = [
+            {
+                "step": self.global_step,
+                "prompt": rollout.prompts[i],
+                "completion": rollout.completions[i],
+                "reward": float(scores[i]),
+                "kl": float(kl[i]),
+            }
+            for i in range(min(len(rollout), 8))
+        ]
         with self.samples_path.open("a", encoding="utf-8") as f:
-            for i in range(min(len(rollout), 8)):
-                row = {
-                    "step": self.global_step,
-                    "prompt": rollout.prompts[i],
-                    "completion": rollout.completions[i],
-                    "reward": float(scores[i]),
-                    "kl": float(kl[i]),
-                }
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = list(rows[0])
+                logger.log_table(
+                    "samples", columns=columns, data=[[r[c] for c in columns] for r in rows]
+                )
 
     def configure_optimizers(self):
+        # The policy (and a separate critic); the frozen reference is filtered out.
         return configure_optimizers(
-            self.policy, self.optimizer_factory, self.scheduler_factory, self.trainer.max_steps
+            self, self.optimizer_factory, self.scheduler_factory, self._planned_optimizer_steps()
         )
+
+    def _planned_optimizer_steps(self) -> int:
+        cfg = self.config
+        if self.total_iterations is None:
+            return int(self.trainer.estimated_stepping_batches)
+        per_iteration = cfg.ppo_epochs * cfg.num_minibatches // cfg.gradient_accumulation_steps
+        return self.total_iterations * per_iteration
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ppo"] = {"core": self.core.state_dict(), "iteration": self.iteration}

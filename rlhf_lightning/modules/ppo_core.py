@@ -28,6 +28,7 @@ from rlhf_lightning.functional import (
     FixedKLController,
     RunningMoments,
     entropy_from_logits,
+    full_kl,
     gae,
     masked_mean,
     masked_whiten,
@@ -37,11 +38,7 @@ from rlhf_lightning.functional import (
     token_logprobs,
 )
 from rlhf_lightning.models.reference import Reference
-from rlhf_lightning.rollout import (
-    RolloutBatch,
-    position_ids_from_mask,
-    response_logprobs_and_values,
-)
+from rlhf_lightning.rollout import RolloutBatch, position_ids_from_mask
 
 
 @dataclass
@@ -51,11 +48,14 @@ class PPOConfig:
     Attributes:
         ppo_epochs: passes over each rollout batch.
         num_minibatches: minibatches per pass (the rollout batch size must divide by it).
+        gradient_accumulation_steps: minibatches whose gradients add up into one optimizer
+            step (each loss is divided by it); must divide num_minibatches.
         clip_eps: policy ratio clip range.
         value_clip: value clip range around the rollout-time values.
         vf_coef: weight of the value loss.
         gamma, lam: GAE discount and trace decay.
-        kl_estimator: per-token KL estimator in the reward (k1, abs, mse, k3).
+        kl_estimator: per-token KL in the reward: k1, abs, mse, k3 of the sampled tokens, or
+            full (exact KL over the vocabulary from both models' logits).
         kl_coef: initial (adaptive) or fixed KL coefficient.
         adaptive_kl: Ziegler et al.'s controller toward `kl_target` over `kl_horizon`.
         whiten_rewards: whiten per-token rewards before GAE (keeps their mean).
@@ -70,12 +70,13 @@ class PPOConfig:
 
     ppo_epochs: int = 4
     num_minibatches: int = 4
+    gradient_accumulation_steps: int = 1
     clip_eps: float = 0.2
     value_clip: float = 0.2
     vf_coef: float = 0.1
     gamma: float = 1.0
     lam: float = 0.95
-    kl_estimator: Literal["k1", "abs", "mse", "k3"] = "k1"
+    kl_estimator: Literal["k1", "abs", "mse", "k3", "full"] = "k1"
     kl_coef: float = 0.05
     adaptive_kl: bool = False
     kl_target: float = 6.0
@@ -120,12 +121,26 @@ class PPOCore:
         policy: a `CausalLMWithValueHead` (forward -> logits, values).
         reference: frozen copy or adapter-off reference (`reference_logits`).
         config: hyper-parameters.
+        critic: a separate value model (`ValueModel`, forward -> values (B, T)); None uses the
+            policy's own value head.
     """
 
-    def __init__(self, policy: nn.Module, reference: Reference, config: PPOConfig) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        reference: Reference,
+        config: PPOConfig,
+        critic: nn.Module | None = None,
+    ) -> None:
         self.policy = policy
         self.reference = reference
         self.config = config
+        self.critic = critic
+        if config.num_minibatches % config.gradient_accumulation_steps:
+            raise ValueError(
+                f"ppo.gradient_accumulation_steps={config.gradient_accumulation_steps} does not "
+                f"divide ppo.num_minibatches={config.num_minibatches}. Fix: pick a divisor."
+            )
         self.kl_controller = (
             AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
             if config.adaptive_kl
@@ -154,18 +169,19 @@ class PPOCore:
         device = rollout.input_ids.device
         scores = self.shape_scores(scores.to(device), rollout.contains_stop)
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
-        old = response_logprobs_and_values(self.policy, ids, mask, ctx, cfg.temperature)
+        logits, old_logprobs, old_values = self.forward_response(ids, mask, ctx)
         ref_logits = self.reference.reference_logits(ids, mask, position_ids_from_mask(mask))
-        ref_logprobs = token_logprobs(ref_logits[:, ctx - 1 : -1], ids[:, ctx:], cfg.temperature)
+        ref_logits = ref_logits[:, ctx - 1 : -1]
+        ref_logprobs = token_logprobs(ref_logits, ids[:, ctx:], cfg.temperature)
+        full = None
+        if cfg.kl_estimator == "full":
+            full = full_kl(logits.float() / cfg.temperature, ref_logits.float() / cfg.temperature)
         response_mask = rollout.response_mask
-        values = torch.where(response_mask, old.values, 0.0)
+        values = torch.where(response_mask, old_values, 0.0)
+        estimator = "k1" if cfg.kl_estimator == "full" else cfg.kl_estimator
+        kl_coef = self.kl_controller.value
         shaped = ppo_token_rewards(
-            old.logprobs,
-            ref_logprobs,
-            response_mask,
-            scores,
-            self.kl_controller.value,
-            cfg.kl_estimator,
+            old_logprobs, ref_logprobs, response_mask, scores, kl_coef, estimator, full
         )
         rewards = shaped.rewards
         if cfg.whiten_rewards:
@@ -177,7 +193,7 @@ class PPOCore:
             attention_mask=mask,
             context_length=ctx,
             response_mask=response_mask,
-            old_logprobs=old.logprobs,
+            old_logprobs=old_logprobs,
             old_values=values,
             ref_logprobs=ref_logprobs,
             rewards=rewards,
@@ -202,6 +218,26 @@ class PPOCore:
             order = torch.randperm(batch_size, generator=generator)
             yield from order.split(size)
 
+    def forward_response(
+        self, ids: Tensor, mask: Tensor, context_length: int
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One policy forward (and a critic forward when separate) over query + response.
+
+        Returns:
+            (logits (B, A, V), log-probs of the response tokens at the sampling temperature
+            (B, A), values (B, A)); position t of each scores response token t.
+        """
+        positions = position_ids_from_mask(mask)
+        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions)
+        logits = out.logits[:, context_length - 1 : -1]
+        logprobs = token_logprobs(logits, ids[:, context_length:], self.config.temperature)
+        if self.critic is None:
+            values = out.values[:, context_length - 1 : -1]
+        else:
+            values = self.critic(input_ids=ids, attention_mask=mask, position_ids=positions)
+            values = values[:, context_length - 1 : -1]
+        return logits, logprobs, values.float()
+
     def minibatch_loss(self, exp: Experience) -> tuple[Tensor, dict[str, Tensor]]:
         """Step 5 for one minibatch: the loss to backpropagate and detached statistics."""
         cfg = self.config
@@ -215,7 +251,8 @@ class PPOCore:
         m = exp.response_mask
         policy = ppo_policy_loss(logprobs, exp.old_logprobs, exp.advantages, m, cfg.clip_eps)
         value = ppo_value_loss(values, exp.old_values, exp.returns, m, cfg.value_clip)
-        loss = policy.loss + cfg.vf_coef * value.loss
+        # Accumulated minibatches add up to one step: each contributes its share.
+        loss = (policy.loss + cfg.vf_coef * value.loss) / cfg.gradient_accumulation_steps
         skipped = policy.ratio_mean > cfg.ratio_threshold
         if skipped:  # a broken minibatch: no update from it (classic TRL ratio_threshold)
             loss = loss * 0.0
@@ -248,10 +285,12 @@ class PPOCore:
         manual optimisation, or plain torch in the custom-loop API)."""
         all_stats = []
         per_epoch = self.config.num_minibatches
+        accumulate = self.config.gradient_accumulation_steps
         for i, rows in enumerate(self.minibatches(exp.input_ids.shape[0], generator)):
             loss, stats = self.minibatch_loss(exp.select(rows))
             backward(loss)
-            step()
+            if (i + 1) % accumulate == 0:
+                step()
             all_stats.append(stats)
             end_of_epoch = (i + 1) % per_epoch == 0
             target = self.config.target_kl
@@ -296,6 +335,9 @@ def iteration_metrics(
         "rollout/kl": mean_kl,
         "rollout/response_length": lengths.mean(),
         "rollout/eos_rate": rollout.contains_stop.float().mean(),
+        "rollout/distinct_2": torch.tensor(
+            distinct_n(rollout.response_ids, rollout.response_mask, 2)
+        ),
         "kl_coef": torch.tensor(kl_coef),
         "perf/samples_per_s": torch.tensor(len(rollout) / max(elapsed, 1e-9)),
         "perf/tokens_per_s": torch.tensor(float(rollout.attention_mask.sum()) / max(elapsed, 1e-9)),
@@ -303,6 +345,23 @@ def iteration_metrics(
     for key in stats[0] if stats else ():
         metrics[key] = torch.stack([s[key].float() for s in stats]).nanmean()
     return {k: v.detach().float().cpu() for k, v in metrics.items()}
+
+
+def distinct_n(ids: Tensor, mask: Tensor, n: int = 2) -> float:
+    """Distinct n-grams / all n-grams over the real tokens of a batch (1.0: no repetition).
+
+    A collapse of the policy onto a few phrases shows up here before it shows in the reward.
+
+    Args:
+        ids: Token ids. Shape (B, A).
+        mask: True at real tokens. Shape (B, A).
+    """
+    grams = [
+        tuple(row[i : i + n])
+        for row in (r[m].tolist() for r, m in zip(ids, mask, strict=True))
+        for i in range(len(row) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def _explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import disable_dropout, export_model, load_model_and_tokenizer
 from rlhf_lightning.models.reference import build_reference
-from rlhf_lightning.models.value_head import CausalLMWithValueHead
+from rlhf_lightning.models.value_head import CausalLMWithValueHead, ValueModel
 from rlhf_lightning.modules.ppo import PPOModule
 from rlhf_lightning.modules.ppo_core import PPOConfig
 from rlhf_lightning.rollout import SamplingConfig
@@ -33,10 +33,15 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
     disable_dropout(lm)  # rollout and training forwards must compute the same function
     policy = CausalLMWithValueHead(lm)
     reference = build_reference(policy, mode=stage.reference)
+    critic = None
+    if stage.critic == "separate":
+        # Initialised from a reward model (Huang et al. 2024); its head scores every position.
+        critic = disable_dropout(ValueModel.from_pretrained(stage.critic_init))
+    elif stage.critic != "shared":
+        raise ConfigError(f"stage.critic={stage.critic}: unknown. Fix: shared or separate.")
     config = PPOConfig(**plain(stage.ppo))
-    # global_step counts optimizer steps: epochs x minibatches per PPO iteration.
-    steps = stage.iterations * config.ppo_epochs * config.num_minibatches
-    OmegaConf.update(cfg, "trainer.max_steps", steps, force_add=True)
+    # The module stops after stage.iterations; global_step counts optimizer steps.
+    OmegaConf.update(cfg, "trainer.max_steps", -1, force_add=True)
     module = PPOModule(
         policy=policy,
         reference=reference,
@@ -48,6 +53,8 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         scheduler=instantiate(cfg.scheduler),
         samples_path=ctx.run_dir / "samples.jsonl",
         sample_every=stage.sample_every,
+        critic=critic,
+        total_iterations=stage.iterations,
     )
     datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
     trainer = fit_and_checkpoint(ctx, module, datamodule)

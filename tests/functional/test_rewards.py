@@ -62,3 +62,23 @@ def test_policy_equal_to_reference_leaves_only_the_score():
 def test_last_token_index():
     mask = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
     assert last_token_index(mask).tolist() == [1, 2, 0]
+
+
+def test_a_precomputed_full_kl_replaces_the_estimator():
+    # full KL with p=[.7,.2,.1], q=[.5,.3,.2] is 0.08512283 (ALGORITHMS.md §1.4)
+    from rlhf_lightning.functional import full_kl
+
+    p, q = torch.tensor([0.7, 0.2, 0.1]).log(), torch.tensor([0.5, 0.3, 0.2]).log()
+    kl = full_kl(p[None, None], q[None, None])  # (1, 1)
+    out = ppo_token_rewards(
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.ones(1, 1, dtype=torch.bool),
+        torch.tensor([1.0]),
+        kl_coef=0.2,
+        kl=kl,
+    )
+    torch.testing.assert_close(out.kl, torch.tensor([[0.08512283]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        out.rewards, torch.tensor([[1.0 - 0.2 * 0.08512283]]), atol=1e-6, rtol=0
+    )

@@ -124,3 +124,45 @@ def test_lora_policy_uses_the_adapter_off_base_as_reference():
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
     assert type(reference).__name__ == "AdapterDisabledReference"
     assert core.reference is reference
+
+
+def test_separate_critic_full_kl_and_accumulation_run_through_the_stage(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from rlhf_lightning.models import load_tokenizer
+
+    tok = load_tokenizer("demo")
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        n_positions=128,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    cfg = compose_config(
+        "ppo",
+        [
+            "experiment=ppo_smoke",
+            "stage.iterations=2",
+            "stage.critic=separate",
+            f"stage.critic_init={tmp_path / 'rm'}",
+            "stage.ppo.kl_estimator=full",
+            "stage.ppo.gradient_accumulation_steps=2",
+            "logger=[csv,wandb]",
+        ],
+        run_dir=tmp_path / "ppo",
+    )
+    summary = run(cfg)
+    # 2 iterations x 4 epochs x 2 minibatches, one optimizer step per 2 accumulated minibatches
+    assert summary["global_step"] == 2 * 4 * 2 // 2
+    metrics = summary["metrics"]
+    assert metrics["rollout/kl"] >= 0.0  # the exact KL is never negative
+    assert 0.0 < metrics["rollout/distinct_2"] <= 1.0
+    state = torch.load(
+        tmp_path / "ppo/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    assert any(k.startswith("critic.") for k in state["state_dict"])
+    assert list((tmp_path / "ppo" / "wandb").glob("offline-run-*"))
