@@ -7,6 +7,7 @@ Callable from tests and notebooks with a composed config (`rlhf_lightning.api.co
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -61,12 +62,23 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
             "<run_dir>/checkpoints/last.ckpt of an earlier run, or drop ckpt_path."
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer = STAGES[stage](RunContext(cfg=cfg, run_dir=run_dir, dataset=dataset))
+    try:
+        trainer = STAGES[stage](RunContext(cfg=cfg, run_dir=run_dir, dataset=dataset))
+    finally:
+        _finish_wandb_run()
     summary = write_metrics_json(
         run_dir, stage, trainer.global_step, time.perf_counter() - start, {"run_dir": str(run_dir)}
     )
     log.info("Run directory: %s", run_dir)
     return summary
+
+
+def _finish_wandb_run() -> None:
+    # WandbLogger reuses a run still open in the process, so the next stage run from the same
+    # Python process (a notebook, the pipeline) would log into this run's directory.
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
