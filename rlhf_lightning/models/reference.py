@@ -16,8 +16,6 @@ to its reference gives KL exactly 0 (ALGORITHMS.md §5.5).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Literal, Protocol
 
 import torch
@@ -25,7 +23,7 @@ from peft import PeftModel
 from torch import Tensor, nn
 
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.models.dropout import disable_dropout
+from rlhf_lightning.models.dropout import disable_dropout, eval_mode
 from rlhf_lightning.models.value_head import CausalLMWithValueHead, position_ids_from_mask
 
 ReferenceMode = Literal["copy", "adapter_off", "auto"]
@@ -115,18 +113,6 @@ class FrozenCopyReference(nn.Module):
     forward = reference_logits
 
 
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode inside the block; every submodule's own mode is restored after it."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 class AdapterDisabledReference:
     """Reference = the LoRA policy's own base model, run with the adapter disabled.
 
@@ -167,7 +153,7 @@ class AdapterDisabledReference:
         Returns:
             Logits, fp32, no grad. Shape (B, T, V).
         """
-        with torch.no_grad(), self.model.disable_adapter(), _eval_mode(self.model):
+        with torch.no_grad(), self.model.disable_adapter(), eval_mode(self.model):
             return _lm_logits(self.model, input_ids, attention_mask, position_ids)
 
     __call__ = reference_logits

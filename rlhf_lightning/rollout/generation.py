@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import token_logprobs
+from rlhf_lightning.models.dropout import eval_mode
 from rlhf_lightning.rollout.batch import RolloutBatch
 from rlhf_lightning.rollout.queries import (
     encode_prompts,
@@ -190,7 +191,7 @@ def generate_rollout(
     lm = getattr(model, "pretrained_model", model)
     device = next(lm.parameters()).device
     q_ids, q_mask = left_pad(rows, pad_id, device)
-    with _eval_mode(model), _seeded(device, generator_seed):
+    with eval_mode(model), _seeded(device, generator_seed):
         out = lm.generate(
             input_ids=q_ids,
             attention_mask=q_mask.long(),
@@ -272,18 +273,6 @@ def _query_rows(
         rows = [[int(t) for t in row] for row in query_ids]
     start = start_token_id(tokenizer)
     return [row or [start] for row in rows]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode inside; each submodule's own flag restored after (a frozen part stays eval)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 @contextmanager
