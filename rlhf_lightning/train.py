@@ -43,7 +43,18 @@ def _ppo(ctx: RunContext) -> L.Trainer:
     return run_ppo(ctx)
 
 
-STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {"sft": _sft, "reward": _reward, "ppo": _ppo}
+def _dpo(ctx: RunContext) -> L.Trainer:
+    from rlhf_lightning.stages.dpo import run_dpo
+
+    return run_dpo(ctx)
+
+
+STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {
+    "sft": _sft,
+    "reward": _reward,
+    "ppo": _ppo,
+    "dpo": _dpo,
+}
 
 
 def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
