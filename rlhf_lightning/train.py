@@ -49,7 +49,15 @@ def _dpo(ctx: RunContext) -> L.Trainer:
     return run_dpo(ctx)
 
 
+def _group_rl(ctx: RunContext) -> L.Trainer:
+    from rlhf_lightning.stages.group_rl import run_group_rl
+
+    return run_group_rl(ctx)
+
+
 STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {
+    "grpo": _group_rl,
+    "rloo": _group_rl,
     "sft": _sft,
     "reward": _reward,
     "ppo": _ppo,
