@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.online_rl import OnlineRLModule
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.modules.ppo_core import Experience, PPOConfig, PPOCore, iteration_metrics
+from rlhf_lightning.modules.ppo_core import PPOConfig, PPOCore
 from rlhf_lightning.rewards import RewardSource
 from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(OnlineRLModule):
+    checkpoint_key = "ppo"
+
     """Rollout → evaluation → optimisation, one PPO iteration per batch of prompts.
 
     Args:
@@ -53,7 +52,6 @@ class PPOModule(L.LightningModule):
         total_iterations: int | None = None,
     ) -> None:
         super().__init__()
-        self.automatic_optimization = False
         self.policy = policy
         self.reference = reference
         self.reward = reward
@@ -66,8 +64,8 @@ class PPOModule(L.LightningModule):
         self.sample_every = sample_every
         self.critic = critic
         self.total_iterations = total_iterations
+        self.max_grad_norm = config.max_grad_norm
         self.core = PPOCore(policy, reference, config, critic=critic)
-        self.iteration = 0
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One PPO iteration (the steps of `rlhf_lightning.modules.ppo_core`)."""
@@ -78,12 +76,10 @@ class PPOModule(L.LightningModule):
         experience = self.core.make_experience(rollout, scores)  # 3-4. log-probs, rewards, GAE
         stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)  # 5.
         mean_kl = self.core.update_kl_controller(experience)  # 6. KL control
-        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)
-        self._record_samples(rollout, scores, experience)
-        self.iteration += 1
-        if self.total_iterations is not None and self.iteration >= self.total_iterations:
-            # Iterations, not optimizer steps, end a PPO run (early KL stops skip steps).
-            self.trainer.should_stop = True
+        kl_coef = self.core.kl_controller.value
+        self._log_iteration(rollout, scores, stats, mean_kl, kl_coef, time.perf_counter() - start)
+        self._record_samples(rollout, scores, experience.kl.sum(1))
+        self._finish_iteration()
 
     def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
         """Sample one response per prompt; the seed follows the iteration so resume is exact."""
@@ -92,57 +88,6 @@ class PPOModule(L.LightningModule):
             self.policy, self.tokenizer, prompts=prompts, config=self.sampling, generator_seed=seed
         )
         return rollout.to(self.device)
-
-    def _optimizer_step(self) -> None:
-        optimizer = self.optimizers()
-        if self.config.max_grad_norm is not None:
-            self.clip_gradients(
-                optimizer,
-                gradient_clip_val=self.config.max_grad_norm,
-                gradient_clip_algorithm="norm",
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
-
-    def _log_iteration(
-        self,
-        rollout: RolloutBatch,
-        scores: torch.Tensor,
-        stats: list[dict[str, torch.Tensor]],
-        mean_kl: torch.Tensor,
-        elapsed: float,
-    ) -> None:
-        kl_coef = self.core.kl_controller.value
-        metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
-        self.log_dict(metrics)
-        self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
-
-    def _record_samples(self, rollout: RolloutBatch, scores: torch.Tensor, exp: Experience) -> None:
-        """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
-        if self.samples_path is None or self.iteration % self.sample_every:
-            return
-        kl = exp.kl.sum(1)
-        rows = [
-            {
-                "step": self.global_step,
-                "prompt": rollout.prompts[i],
-                "completion": rollout.completions[i],
-                "reward": float(scores[i]),
-                "kl": float(kl[i]),
-            }
-            for i in range(min(len(rollout), 8))
-        ]
-        with self.samples_path.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                columns = list(rows[0])
-                logger.log_table(
-                    "samples", columns=columns, data=[[r[c] for c in columns] for r in rows]
-                )
 
     def configure_optimizers(self):
         # The policy (and a separate critic); the frozen reference is filtered out.
@@ -157,9 +102,8 @@ class PPOModule(L.LightningModule):
         per_iteration = cfg.ppo_epochs * cfg.num_minibatches // cfg.gradient_accumulation_steps
         return self.total_iterations * per_iteration
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ppo"] = {"core": self.core.state_dict(), "iteration": self.iteration}
+    def extra_state(self) -> dict[str, Any]:
+        return {"core": self.core.state_dict()}
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.core.load_state_dict(checkpoint["ppo"]["core"])
-        self.iteration = checkpoint["ppo"]["iteration"]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.core.load_state_dict(state["core"])

@@ -1,0 +1,111 @@
+"""What the online RL modules (PPO, GRPO, RLOO) share around their algorithm core.
+
+Manual optimisation's optimizer step, per-iteration metrics, sample records, stopping after a
+number of iterations, and the iteration counter in checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from rlhf_lightning.modules.ppo_core import iteration_metrics
+from rlhf_lightning.rollout import RolloutBatch
+
+
+class OnlineRLModule(L.LightningModule):
+    """Base of the rollout-based stages; subclasses set the attributes below in `__init__`.
+
+    Attributes:
+        max_grad_norm: gradient clipping for each optimizer step; None disables.
+        total_iterations: stop after this many rollouts (None: the Trainer's limits).
+        samples_path / sample_every: where and how often sample rows are appended.
+        checkpoint_key: the checkpoint entry holding the iteration (and `extra_state()`).
+    """
+
+    max_grad_norm: float | None = None
+    total_iterations: int | None = None
+    samples_path: Path | None = None
+    sample_every: int = 10
+    checkpoint_key: str = "online_rl"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.iteration = 0
+
+    def _optimizer_step(self) -> None:
+        optimizer = self.optimizers()
+        if self.max_grad_norm is not None:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def _log_iteration(
+        self,
+        rollout: RolloutBatch,
+        scores: torch.Tensor,
+        stats: list[dict[str, torch.Tensor]],
+        mean_kl: torch.Tensor,
+        kl_coef: float,
+        elapsed: float,
+    ) -> None:
+        metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        self.log_dict(metrics)
+        self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
+
+    def _record_samples(
+        self, rollout: RolloutBatch, scores: torch.Tensor, sequence_kl: torch.Tensor
+    ) -> None:
+        """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
+        if self.samples_path is None or self.iteration % self.sample_every:
+            return
+        rows = [
+            {
+                "step": self.global_step,
+                "prompt": rollout.prompts[i],
+                "completion": rollout.completions[i],
+                "reward": float(scores[i]),
+                "kl": float(sequence_kl[i]),
+            }
+            for i in range(min(len(rollout), 8))
+        ]
+        with self.samples_path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = list(rows[0])
+                logger.log_table(
+                    "samples", columns=columns, data=[[r[c] for c in columns] for r in rows]
+                )
+
+    def _finish_iteration(self) -> None:
+        self.iteration += 1
+        if self.total_iterations is not None and self.iteration >= self.total_iterations:
+            # Iterations, not optimizer steps, end these runs (early KL stops skip steps).
+            self.trainer.should_stop = True
+
+    def extra_state(self) -> dict[str, Any]:
+        """Algorithm state beyond the weights (KL controller, running moments, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `extra_state` returned."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.checkpoint_key] = {"iteration": self.iteration, **self.extra_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint[self.checkpoint_key]
+        self.iteration = state["iteration"]
+        self.load_extra_state(state)
