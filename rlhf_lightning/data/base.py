@@ -12,6 +12,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+# Carries each row's index in its original split through sampling and splitting, so that
+# validation errors point at the row the user can find in their file.
+ROW_COLUMN = "__rlhf_row__"
+
 
 class TokenizedDataModule(L.LightningDataModule):
     """Base for DataModules that tokenise rows with `self.tokenizer` and pad them by `collate`.
@@ -26,6 +30,45 @@ class TokenizedDataModule(L.LightningDataModule):
     columns: dict[str, str]
     max_length: int
     num_workers: int
+
+    def _map_tokenized(
+        self,
+        dataset: datasets.Dataset,
+        fmt: str,
+        role: str,
+        tokenize: Callable[[list[dict[str, Any]], list[int]], list[dict[str, Any] | None]],
+        keys: list[str],
+    ) -> tuple[datasets.Dataset, int]:
+        """Tokenise `dataset` in batches with `tokenize(rows, row_numbers)`; keep `keys`.
+
+        Returns:
+            (the tokenised dataset, how many rows `tokenize` dropped by returning None).
+        """
+        dropped = 0
+
+        def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
+            nonlocal dropped
+            rows = [
+                dict(zip(batch, values, strict=True))
+                for values in zip(*batch.values(), strict=True)
+            ]
+            examples = tokenize(rows, batch[ROW_COLUMN])
+            kept = [example for example in examples if example is not None]
+            dropped += len(examples) - len(kept)
+            return {key: [example[key] for example in kept] for key in keys}
+
+        tokenized = dataset.map(
+            tokenize_batch,
+            batched=True,
+            remove_columns=dataset.column_names,
+            # In memory, no cache lookup, and an explicit fingerprint: datasets would otherwise
+            # try to hash the closure (tokenizer included), which is slow and unstable.
+            keep_in_memory=True,
+            load_from_cache_file=False,
+            new_fingerprint=self._fingerprint(dataset, fmt),
+            desc=f"Tokenizing {role}",
+        )
+        return tokenized, dropped
 
     def _fingerprint(self, dataset: datasets.Dataset, fmt: str) -> str:
         """A `datasets` cache key: the data, the format and everything the tokenisation reads."""

@@ -617,41 +617,23 @@ class PreferenceDataModule(TokenizedDataModule):
         source = self.source if origin == self.split else f"{self.source} (split '{origin}')"
         # Validates the columns of every split, not only the one the format was detected on.
         fmt = detect_pair_format(dataset, self.columns, format=self.format, source=source)
-        dropped = [0]
 
-        def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
-            rows = [
-                dict(zip(batch, values, strict=True))
-                for values in zip(*batch.values(), strict=True)
-            ]
-            pairs = tokenize_pairs(
+        def tokenize(rows: list[dict[str, Any]], row_numbers: list[int]) -> list[dict | None]:
+            return tokenize_pairs(
                 rows,
                 fmt,
                 self.columns,
                 self.tokenizer,
                 self.max_length,
-                indices=batch[_ROW],
+                indices=row_numbers,
                 source=source,
             )
-            kept = [pair for pair in pairs if pair is not None]
-            dropped[0] += len(pairs) - len(kept)
-            keys = [f"{side}_{part}" for side in SIDES for part in ("input_ids", "completion_mask")]
-            if self.columns.get("margin", "margin") in batch:
-                keys.append("margin")
-            return {key: [pair[key] for pair in kept] for key in keys}
 
-        tokenized = dataset.map(
-            tokenize_batch,
-            batched=True,
-            remove_columns=dataset.column_names,
-            # In memory, no cache lookup, and an explicit fingerprint: datasets would otherwise
-            # try to hash the closure (tokenizer included), which is slow and unstable.
-            keep_in_memory=True,
-            load_from_cache_file=False,
-            new_fingerprint=self._fingerprint(dataset, fmt),
-            desc=f"Tokenizing {role} pairs",
-        )
-        self._report_dropped(dropped[0], len(dataset), role, source)
+        keys = [f"{side}_{part}" for side in SIDES for part in ("input_ids", "completion_mask")]
+        if self.columns.get("margin", "margin") in dataset.column_names:
+            keys.append("margin")
+        tokenized, dropped = self._map_tokenized(dataset, fmt, f"{role} pairs", tokenize, keys)
+        self._report_dropped(dropped, len(dataset), role, source)
         return tokenized
 
     def _report_dropped(self, dropped: int, total: int, role: str, source: str) -> None:

@@ -10,15 +10,13 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from rlhf_lightning.data.base import TokenizedDataModule
+from rlhf_lightning.data.base import ROW_COLUMN, TokenizedDataModule
 from rlhf_lightning.data.collate import pack_sequences, pad_batch
 from rlhf_lightning.data.formats import AUTO, detect_format, tokenize_rows
 from rlhf_lightning.data.loading import DEMO, load_table, pick_splits
 from rlhf_lightning.errors import ConfigError, DataError
 
-# Carries each row's index in its original split through sampling and splitting, so that
-# validation errors point at the row the user can find in their file.
-_ROW = "__rlhf_row__"
+_ROW = ROW_COLUMN
 
 
 class SFTDataModule(TokenizedDataModule):
@@ -172,41 +170,22 @@ class SFTDataModule(TokenizedDataModule):
         source = self.source if origin == self.split else f"{self.source} (split '{origin}')"
         # Validates the columns of every split, not only the one the format was detected on.
         fmt = detect_format(dataset.column_names, self.columns, format=self.format, source=source)
-        dropped = [0]
 
-        def tokenize_batch(batch: dict[str, list]) -> dict[str, list]:
-            rows = [
-                dict(zip(batch, values, strict=True))
-                for values in zip(*batch.values(), strict=True)
-            ]
-            examples = tokenize_rows(
+        def tokenize(rows: list[dict[str, Any]], row_numbers: list[int]) -> list[dict | None]:
+            return tokenize_rows(
                 rows,
                 fmt,
                 self.columns,
                 self.tokenizer,
                 self.max_length,
-                indices=batch[_ROW],
+                indices=row_numbers,
                 source=source,
             )
-            kept = [example for example in examples if example is not None]
-            dropped[0] += len(examples) - len(kept)
-            return {
-                "input_ids": [example["input_ids"] for example in kept],
-                "loss_mask": [example["loss_mask"] for example in kept],
-            }
 
-        tokenized = dataset.map(
-            tokenize_batch,
-            batched=True,
-            remove_columns=dataset.column_names,
-            # In memory, no cache lookup, and an explicit fingerprint: datasets would otherwise
-            # try to hash the closure (tokenizer included), which is slow and unstable.
-            keep_in_memory=True,
-            load_from_cache_file=False,
-            new_fingerprint=self._fingerprint(dataset, fmt),
-            desc=f"Tokenizing {role}",
+        tokenized, dropped = self._map_tokenized(
+            dataset, fmt, role, tokenize, ["input_ids", "loss_mask"]
         )
-        self._report_dropped(dropped[0], len(dataset), role, source)
+        self._report_dropped(dropped, len(dataset), role, source)
         if self.packing:
             tokenized = datasets.Dataset.from_dict(pack_sequences(tokenized[:], self.max_length))
         return tokenized
