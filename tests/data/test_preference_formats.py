@@ -12,7 +12,7 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rlhf_lightning.data.formats import tokenize_prompt_completion
-from rlhf_lightning.data.preference import (
+from rlhf_lightning.data.pairs import (
     collate_pairs,
     detect_pair_format,
     special_affixes,

@@ -1,0 +1,476 @@
+"""Preference pairs (prompt, chosen, rejected) for reward modelling and DPO.
+
+Accepted rows (canonical column names; ``columns`` renames them, e.g. ``{"chosen": "better"}``):
+
+* ``format="text"``: ``chosen`` and ``rejected`` strings, an optional ``prompt`` string (absent
+  or ``""``: the completions stand alone, as in the demo pairs).
+* ``format="messages"``: ``chosen`` and ``rejected`` are chat message lists, rendered with the
+  tokenizer's chat template. The prompt turns are either a separate ``prompt`` column (a message
+  list, or a string taken as one user turn; leading copies of it in ``chosen``/``rejected`` are
+  not repeated) or, without that column, the longest run of leading messages the two sides
+  share.
+* ``format="auto"`` reads the type of the ``chosen`` column: strings -> text, lists -> messages.
+* An optional ``margin`` column (a number per row: how much better chosen is) is carried to the
+  batches.
+
+Each side is tokenised like the SFT data, so a DPO policy sees what SFT taught it:
+
+* text: ``lead + prompt + completion + end``. Prompt and completion are encoded separately
+  without special tokens (no token straddles the boundary). ``lead`` is what the tokenizer puts
+  in front of a text itself (BERT ``[CLS]``, Llama ``<s>``), else its BOS when it has one (GPT-2
+  style, as SFT's prompt/completion path); ``end`` is what it appends itself (BERT ``[SEP]``),
+  else EOS. So nothing is doubled and every sequence ends with EOS (causal) or ``[SEP]``
+  (encoders): a sequence classifier pooling at the last real token has read the whole text.
+  For a causal tokenizer that appends no EOS itself (GPT-2, Llama, Qwen) the result is
+  exactly SFT's ``tokenize_prompt_completion``.
+* messages: the rendered conversation (the template writes its own special tokens, as in SFT's
+  messages path), followed by ``end`` unless it already ends with it. The completion is the
+  part after the generation prompt of its first assistant turn.
+
+``completion_mask`` is True on the completion's tokens including ``end`` (for messages: the
+assistant turns of the completion, as SFT's targets, plus ``end``), which is what DPO sums
+log-probabilities over; position 0 is never in it (nothing predicts it).
+
+**Truncation** to ``max_length`` keeps ``lead`` and ``end`` and cuts the prompt's start and the
+completion's end: the prompt (the same for both sides) keeps its last
+``max(budget - longest completion, budget // 2)`` tokens (all of it if shorter), the
+completions fill the rest; ``budget = max_length - len(lead) - len(end)``. A pair in which a
+side has no completion token left is dropped and counted (one warning per split).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import datasets
+import torch
+
+from rlhf_lightning.data.chat import assistant_spans
+from rlhf_lightning.data.collate import pad_batch
+from rlhf_lightning.data.formats import AUTO, _encode, eos_token_id
+from rlhf_lightning.data.sft import (
+    _ROW,
+)
+from rlhf_lightning.data.validation import _FIX_ROWS, describe, require_messages, require_text
+from rlhf_lightning.errors import DataError
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "margin")
+PAIR_FORMATS = ("text", "messages")
+SIDES = ("chosen", "rejected")
+
+Pair = dict[str, Any]
+
+
+class Side(NamedTuple):
+    """One tokenised side of a pair, before truncation: ``lead prompt completion end``."""
+
+    lead: list[int]
+    prompt: list[int]
+    completion: list[int]
+    completion_mask: list[bool]  # per completion token (messages: False between assistant turns)
+    end: list[int]
+
+
+# --- columns and format -------------------------------------------------------------------
+
+
+def resolve_pair_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
+    """Checks a ``canonical -> dataset column`` mapping (prompt/chosen/rejected/margin)."""
+    columns = dict(columns or {})
+    for canonical in columns:
+        if canonical not in PAIR_COLUMNS:
+            raise DataError(
+                f"data.columns.{canonical}: unknown column name '{canonical}' for preference "
+                f"data. Fix: map one of {', '.join(PAIR_COLUMNS)} (data.columns.chosen=better)."
+            )
+    return columns
+
+
+def detect_pair_format(
+    dataset: datasets.Dataset,
+    columns_map: Mapping[str, str] | None = None,
+    *,
+    format: str = AUTO,
+    source: str = "data",
+) -> str:
+    """Checks the columns of a preference dataset and resolves its format.
+
+    Args:
+        dataset: the rows (only ``column_names`` and ``features`` are read).
+        columns_map: canonical name -> dataset column.
+        format: ``"auto"``, ``"text"`` or ``"messages"``.
+        source: what the data is (``data.path=...``), for error messages.
+
+    Returns:
+        ``"text"`` or ``"messages"``.
+
+    Raises:
+        DataError: unknown format, a mapped column or ``chosen``/``rejected`` missing.
+    """
+    columns = resolve_pair_columns(columns_map)
+    available = list(dataset.column_names)
+    listing = ", ".join(c for c in available if c != _ROW)
+    for canonical, column in columns.items():
+        if column not in available:
+            raise DataError(
+                f"{source}: column '{column}' (data.columns.{canonical}) not found "
+                f"(columns: {listing}). Fix: set data.columns.{canonical} to one of the columns."
+            )
+    for canonical in SIDES:
+        if columns.get(canonical, canonical) not in available:
+            used = set(columns.values()) | set(PAIR_COLUMNS) | {_ROW}
+            guess = next((c for c in available if c not in used), "<column>")
+            hint = ""
+            if "completion" in available or "text" in available or "messages" in available:
+                hint = " (this looks like SFT data; preference data needs two completions)"
+            raise DataError(
+                f"{source}: column '{canonical}' not found (columns: {listing}){hint}. "
+                f"Fix: map it with data.columns.{canonical}={guess}, or point data.path at "
+                "data with chosen/rejected (and optionally prompt, margin) columns."
+            )
+    if format == AUTO:
+        feature = dataset.features[columns.get("chosen", "chosen")]
+        return "text" if isinstance(feature, datasets.Value) else "messages"
+    if format not in PAIR_FORMATS:
+        raise DataError(
+            f"{source}: unknown data.format={format} for preference data. "
+            f"Fix: use one of {AUTO}, {', '.join(PAIR_FORMATS)}."
+        )
+    return format
+
+
+# --- tokenisation -------------------------------------------------------------------------
+
+
+def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """``(lead, end)``: the tokens that start and end every text side (see module docstring).
+
+    Found by encoding a probe with and without special tokens, so any post-processor works
+    (BERT ``[CLS] $A [SEP]``, Llama ``<s> $A``, GPT-2 nothing).
+    """
+    probe = "a"
+    with_specials = _encode([probe], tokenizer, special=True)[0]
+    plain = _encode([probe], tokenizer, special=False)[0]
+    lead: list[int] = []
+    tail: list[int] = []
+    for start in range(len(with_specials) - len(plain) + 1):
+        if with_specials[start : start + len(plain)] == plain:
+            lead, tail = with_specials[:start], with_specials[start + len(plain) :]
+            break
+    if not lead and tokenizer.bos_token_id is not None:
+        lead = [int(tokenizer.bos_token_id)]
+    end = tail or [eos_token_id(tokenizer)]
+    return lead, end
+
+
+def tokenize_pair(
+    prompt: str, chosen: str, rejected: str, tokenizer: Any, max_length: int | None
+) -> Pair | None:
+    """Validates and tokenises one text pair; see ``tokenize_pairs``.
+
+    Returns:
+        ``{"chosen_input_ids", "chosen_completion_mask", "rejected_input_ids",
+        "rejected_completion_mask"}`` (lists), or None when truncation leaves a side no
+        completion token.
+    """
+    row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    return tokenize_pairs([row], "text", {}, tokenizer, max_length)[0]
+
+
+def tokenize_pairs(
+    rows: Sequence[Mapping[str, Any]],
+    format: str,
+    columns: Mapping[str, str],
+    tokenizer: Any,
+    max_length: int | None,
+    *,
+    indices: Sequence[int] | None = None,
+    source: str = "data",
+) -> list[Pair | None]:
+    """Validates and tokenises preference rows.
+
+    Args:
+        rows: dataset rows (dicts of column -> value); ``prompt`` and ``margin`` are optional.
+        format: ``"text"`` or ``"messages"``.
+        columns: canonical name -> dataset column.
+        tokenizer: a Hugging Face tokenizer (fast, with a chat template, for ``messages``).
+        max_length: maximum tokens per side, or None.
+        indices: the rows' indices in their split, for error messages (default 0, 1, ...).
+        source: what the data is (``data.path=...``), for error messages.
+
+    Returns:
+        Per row ``{"chosen_input_ids", "chosen_completion_mask", "rejected_input_ids",
+        "rejected_completion_mask"}`` plus ``"margin"`` (float) when the rows have one; None
+        when truncation leaves a side no completion token.
+
+    Raises:
+        DataError: naming the row and column: empty or non-string completions, chosen and
+            rejected identical (texts: up to surrounding whitespace), a malformed conversation
+            or no assistant turn after the prompt, a non-numeric or non-finite margin.
+    """
+    indices = list(range(len(rows))) if indices is None else list(indices)
+    names = {canonical: columns.get(canonical, canonical) for canonical in PAIR_COLUMNS}
+    has = {canonical: bool(rows) and names[canonical] in rows[0] for canonical in PAIR_COLUMNS}
+    if format == "text":
+        sides = _text_sides(rows, names, has, tokenizer, indices, source)
+    elif format == "messages":
+        sides = _message_sides(rows, names, has, tokenizer, indices, source)
+    else:
+        raise DataError(
+            f"{source}: unknown data.format={format} for preference data. "
+            f"Fix: use one of {', '.join(PAIR_FORMATS)}."
+        )
+    pairs = [truncate_pair(chosen, rejected, max_length) for chosen, rejected in sides]
+    if has["margin"]:
+        for pair, row, index in zip(pairs, rows, indices, strict=True):
+            margin = _require_margin(row[names["margin"]], index, names["margin"], source)
+            if pair is not None:
+                pair["margin"] = margin
+    return pairs
+
+
+def _text_sides(
+    rows: Sequence[Mapping[str, Any]],
+    names: Mapping[str, str],
+    has: Mapping[str, bool],
+    tokenizer: Any,
+    indices: Sequence[int],
+    source: str,
+) -> list[tuple[Side, Side]]:
+    prompts, chosen, rejected = [], [], []
+    for row, index in zip(rows, indices, strict=True):
+        prompt = row[names["prompt"]] if has["prompt"] else ""
+        if not isinstance(prompt, str):
+            raise DataError(
+                f"{source}: row {index}, column '{names['prompt']}': expected a string (\"\" "
+                f"for no prompt), got {describe(prompt)}. {_FIX_ROWS}"
+            )
+        texts = [
+            require_text(row[names[side]], index=index, column=names[side], source=source)
+            for side in SIDES
+        ]
+        if texts[0].strip() == texts[1].strip():
+            raise DataError(_identical(source, index, names, texts[0]))
+        prompts.append(prompt)
+        chosen.append(texts[0])
+        rejected.append(texts[1])
+    lead, end = special_affixes(tokenizer)
+    # One batched call per column: the fast tokenizer's batch path is ~10x faster.
+    encoded = [_encode(texts, tokenizer, special=False) for texts in (prompts, chosen, rejected)]
+    return [
+        (
+            Side(lead, prompt_ids, chosen_ids, [True] * len(chosen_ids), end),
+            Side(lead, prompt_ids, rejected_ids, [True] * len(rejected_ids), end),
+        )
+        for prompt_ids, chosen_ids, rejected_ids in zip(*encoded, strict=True)
+    ]
+
+
+def _message_sides(
+    rows: Sequence[Mapping[str, Any]],
+    names: Mapping[str, str],
+    has: Mapping[str, bool],
+    tokenizer: Any,
+    indices: Sequence[int],
+    source: str,
+) -> list[tuple[Side, Side]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(
+            f"{source}: format 'messages' needs a fast tokenizer (for character offsets), got "
+            f"{type(tokenizer).__name__}. Fix: load the tokenizer with use_fast=True."
+        )
+    _, end = special_affixes(tokenizer)
+    sides = []
+    for row, index in zip(rows, indices, strict=True):
+        chats = [
+            require_messages(row[names[side]], index=index, column=names[side], source=source)
+            for side in SIDES
+        ]
+        if chats[0] == chats[1]:
+            raise DataError(_identical(source, index, names, chats[0]))
+        prompt, completions = _split_prompt(row, chats, names, has, index, source)
+        sides.append(
+            tuple(
+                _message_side(prompt, completion, tokenizer, end, index, source)
+                for completion in completions
+            )
+        )
+    return sides
+
+
+def _split_prompt(
+    row: Mapping[str, Any],
+    chats: list[list[dict[str, Any]]],
+    names: Mapping[str, str],
+    has: Mapping[str, bool],
+    index: int,
+    source: str,
+) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """``(prompt messages, [chosen completion, rejected completion])`` of one chat row."""
+    if has["prompt"]:
+        prompt = _prompt_messages(row[names["prompt"]], index, names["prompt"], source)
+        completions = [
+            chat[len(prompt) :] if chat[: len(prompt)] == prompt else chat for chat in chats
+        ]
+    else:
+        shared = 0
+        while shared < min(map(len, chats)) and chats[0][shared] == chats[1][shared]:
+            shared += 1
+        prompt, completions = chats[0][:shared], [chat[shared:] for chat in chats]
+    for side, completion in zip(SIDES, completions, strict=True):
+        replies = [m for m in completion if m["role"] == "assistant"]
+        if not replies or not all(m["content"].strip() for m in replies):
+            raise DataError(
+                f"{source}: row {index}, column '{names[side]}': no non-empty assistant turn "
+                f"after the prompt (the turns shared by chosen and rejected, or column "
+                f"'{names['prompt']}'), so there is nothing to compare. {_FIX_ROWS}"
+            )
+    return prompt, completions
+
+
+def _prompt_messages(value: Any, index: int, column: str, source: str) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}] if value.strip() else []
+    ok = isinstance(value, list | tuple) and all(
+        isinstance(m, Mapping)
+        and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str)
+        for m in value
+    )
+    if not ok:
+        raise DataError(
+            f"{source}: row {index}, column '{column}': expected a list of {{'role': ..., "
+            f"'content': ...}} messages or a string, got {describe(value)}. {_FIX_ROWS}"
+        )
+    return [dict(message) for message in value]
+
+
+def _message_side(
+    prompt: list[dict[str, Any]],
+    completion: list[dict[str, Any]],
+    tokenizer: Any,
+    end: list[int],
+    index: int,
+    source: str,
+) -> Side:
+    """Renders ``prompt + completion``; the completion starts at its first assistant span."""
+    text, spans = assistant_spans(prompt + completion, tokenizer, index=index, source=source)
+    spans = spans[sum(m["role"] == "assistant" for m in prompt) :]
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded["input_ids"])
+    mask = [
+        any(start < span_end and stop > span_start for span_start, span_end in spans)
+        for start, stop in encoded["offset_mapping"]
+    ]
+    if not any(mask):
+        raise DataError(
+            f"{source}: row {index}: the chat template renders nothing for the completion's "
+            "assistant turns. Fix: check the template (model.chat_template) writes message content."
+        )
+    first = mask.index(True)
+    bos = tokenizer.bos_token_id
+    lead = input_ids[:1] if first > 0 and bos is not None and input_ids[0] == bos else []
+    ends_already = len(input_ids) >= len(end) and input_ids[len(input_ids) - len(end) :] == end
+    return Side(
+        lead,
+        input_ids[len(lead) : first],
+        input_ids[first:],
+        mask[first:],
+        [] if ends_already else end,
+    )
+
+
+def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair | None:
+    """Assembles both sides, truncated as the module docstring says.
+
+    Returns:
+        ``{"<side>_input_ids": list[int], "<side>_completion_mask": list[bool]}`` for both
+        sides, or None when a side has no completion token within ``max_length``.
+    """
+    longest = max(len(chosen.completion), len(rejected.completion))
+    pair: Pair = {}
+    for name, side in zip(SIDES, (chosen, rejected), strict=True):
+        keep_prompt, keep_completion = len(side.prompt), len(side.completion)
+        if max_length is not None:
+            budget = max_length - len(side.lead) - len(side.end)
+            keep_prompt = min(keep_prompt, max(budget - longest, budget // 2))
+            keep_completion = min(keep_completion, budget - keep_prompt)
+        if keep_completion < 1:
+            return None
+        prompt = side.prompt[len(side.prompt) - keep_prompt :]
+        input_ids = side.lead + prompt + side.completion[:keep_completion] + side.end
+        completion_mask = (
+            [False] * (len(side.lead) + keep_prompt)
+            + side.completion_mask[:keep_completion]
+            + [True] * len(side.end)
+        )
+        # An empty prompt without a lead token would make the first completion token position 0.
+        completion_mask[0] = False
+        pair[f"{name}_input_ids"] = input_ids
+        pair[f"{name}_completion_mask"] = completion_mask
+    return pair
+
+
+def _identical(source: str, index: int, names: Mapping[str, str], value: Any) -> str:
+    return (
+        f"{source}: row {index}: columns '{names['chosen']}' and '{names['rejected']}' are "
+        f"identical ({describe(value)}), so the pair prefers nothing. {_FIX_ROWS}"
+    )
+
+
+def _require_margin(value: Any, index: int, column: str, source: str) -> float:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise DataError(
+        f"{source}: row {index}, column '{column}': expected a finite number (how much better "
+        f"chosen is than rejected), got {describe(value)}. Fix: store margins as numbers, "
+        f"drop such rows, or map no margin column (data.columns.margin) to train without one."
+    )
+
+
+# --- batching -----------------------------------------------------------------------------
+
+
+def collate_pairs(
+    features: Sequence[Mapping[str, Any]],
+    pad_token_id: int,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-pads both sides of every pair to one common length T.
+
+    One T for chosen and rejected lets a model score all 2B sequences in one forward:
+    ``torch.cat([chosen_input_ids, rejected_input_ids])`` then ``.chunk(2)``.
+
+    Args:
+        features: examples from ``tokenize_pairs``.
+        pad_token_id: id written into padded positions.
+        pad_to_multiple_of: round T up to a multiple of this.
+
+    Returns:
+        ``{side}_input_ids`` LongTensor, ``{side}_attention_mask`` LongTensor (1 = real token,
+        as Hugging Face models expect) and ``{side}_completion_mask`` BoolTensor, each of shape
+        (B, T), for side in chosen, rejected; plus ``margin`` float32 of shape (B,) when the
+        examples have one.
+    """
+    sequences = [
+        {"input_ids": f[f"{side}_input_ids"], "loss_mask": f[f"{side}_completion_mask"]}
+        for side in SIDES
+        for f in features
+    ]
+    padded = pad_batch(sequences, pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
+    n = len(features)
+    batch = {}
+    for k, side in enumerate(SIDES):
+        rows = slice(k * n, (k + 1) * n)
+        batch[f"{side}_input_ids"] = padded["input_ids"][rows]
+        batch[f"{side}_attention_mask"] = padded["attention_mask"][rows]
+        batch[f"{side}_completion_mask"] = padded["loss_mask"][rows]
+    if features and "margin" in features[0]:
+        batch["margin"] = torch.tensor([float(f["margin"]) for f in features], dtype=torch.float32)
+    return batch
+
+
+# --- the DataModule -----------------------------------------------------------------------
