@@ -60,6 +60,8 @@ from rlhf_lightning.errors import DataError
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "margin")
 PAIR_FORMATS = ("text", "messages")
 SIDES = ("chosen", "rejected")
+# Columns DPO adds when it precomputes the reference's sequence log-probs before training.
+REFERENCE_LOGP_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 
 Pair = dict[str, Any]
 
@@ -453,7 +455,8 @@ def collate_pairs(
         ``{side}_input_ids`` LongTensor, ``{side}_attention_mask`` LongTensor (1 = real token,
         as Hugging Face models expect) and ``{side}_completion_mask`` BoolTensor, each of shape
         (B, T), for side in chosen, rejected; plus ``margin`` float32 of shape (B,) when the
-        examples have one.
+        examples have one, and ``ref_chosen_logps``/``ref_rejected_logps`` (B,) when the
+        reference log-probs were precomputed (DPO).
     """
     sequences = [
         {"input_ids": f[f"{side}_input_ids"], "loss_mask": f[f"{side}_completion_mask"]}
@@ -468,8 +471,9 @@ def collate_pairs(
         batch[f"{side}_input_ids"] = padded["input_ids"][rows]
         batch[f"{side}_attention_mask"] = padded["attention_mask"][rows]
         batch[f"{side}_completion_mask"] = padded["loss_mask"][rows]
-    if features and "margin" in features[0]:
-        batch["margin"] = torch.tensor([float(f["margin"]) for f in features], dtype=torch.float32)
+    for key in ("margin", *REFERENCE_LOGP_KEYS):
+        if features and key in features[0]:
+            batch[key] = torch.tensor([float(f[key]) for f in features], dtype=torch.float32)
     return batch
 
 

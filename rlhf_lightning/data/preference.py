@@ -5,6 +5,7 @@ How rows are read, tokenised and truncated: `rlhf_lightning.data.pairs`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import datasets
@@ -17,6 +18,7 @@ from rlhf_lightning.data.demo_pairs import build_demo_pairs
 from rlhf_lightning.data.formats import AUTO
 from rlhf_lightning.data.loading import DEMO, load_table
 from rlhf_lightning.data.pairs import (
+    REFERENCE_LOGP_KEYS,
     SIDES,
     collate_pairs,
     detect_pair_format,
@@ -148,6 +150,25 @@ class PreferenceDataModule(TokenizedDataModule):
         if self.val_dataset is None:
             return []  # Lightning skips validation when there is no loader
         return self._loader(self.val_dataset, self.eval_batch_size, False, None)
+
+    def add_reference_logps(
+        self, compute: Callable[[DataLoader], tuple[torch.Tensor, torch.Tensor]]
+    ) -> None:
+        """Stores a reference model's log-probs of every pair as two columns (DPO precompute).
+
+        Args:
+            compute: maps an unshuffled loader over a split to its (chosen, rejected)
+                log-probs, each (N,) in loader order.
+        """
+        self.setup()
+        for name in ("train_dataset", "val_dataset"):
+            dataset = getattr(self, name)
+            if dataset is None or REFERENCE_LOGP_KEYS[0] in dataset.column_names:
+                continue
+            values = compute(self._loader(dataset, self.eval_batch_size, False, None))
+            for key, column in zip(REFERENCE_LOGP_KEYS, values, strict=True):
+                dataset = dataset.add_column(key, column.tolist())
+            setattr(self, name, dataset)
 
     def _load(self) -> datasets.DatasetDict:
         if self.dataset is not None:

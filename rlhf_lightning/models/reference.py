@@ -182,3 +182,46 @@ def build_reference(
     raise ConfigError(
         f"reference mode {mode!r} is unknown. Fix: one of 'copy', 'adapter_off', 'auto'."
     )
+
+
+class InitialPolicyReference:
+    """Reference = the policy itself, valid only while it still has its initial weights.
+
+    For work done before training starts (DPO's precomputed reference log-probs): the policy
+    then equals a frozen copy of itself, so the copy need not be made. Runs under
+    ``torch.no_grad()`` and eval mode, restoring the policy's modes afterwards.
+
+    Args:
+        policy: A causal LM, a peft model, or a ``CausalLMWithValueHead`` around either.
+    """
+
+    def __init__(self, policy: nn.Module) -> None:
+        self.model = _policy_lm(policy)
+
+    def reference_logits(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+    ) -> Tensor:
+        """Logits of the (untrained) policy: (B, T, V) fp32, no grad; arguments as above."""
+        with torch.no_grad(), eval_mode(self.model):
+            return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+
+    __call__ = reference_logits
+
+
+def initial_reference(
+    policy: nn.Module, mode: ReferenceMode = "auto"
+) -> InitialPolicyReference | AdapterDisabledReference:
+    """A reference for use before training only, holding no copy of the weights.
+
+    ``adapter_off`` (and ``auto`` with a LoRA policy) is the adapter-disabled base as in
+    :func:`build_reference`; ``copy`` (and ``auto`` otherwise) is the policy itself.
+    """
+    if mode == "auto":
+        mode = "adapter_off" if isinstance(_policy_lm(policy), PeftModel) else "copy"
+    if mode == "copy":
+        return InitialPolicyReference(policy)
+    if mode == "adapter_off":
+        return AdapterDisabledReference(policy)
+    raise ConfigError(
+        f"reference mode {mode!r} is unknown. Fix: one of 'copy', 'adapter_off', 'auto'."
+    )
