@@ -61,8 +61,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
 def fit_and_checkpoint(
     ctx: RunContext, module: L.LightningModule, datamodule: L.LightningDataModule
 ) -> L.Trainer:
-    """Fit (resuming from `ckpt_path` when set), write last.ckpt, validate the final weights."""
+    """Fit (resuming from `ckpt_path` when set), write last.ckpt, validate the final weights.
+
+    With ``stage.validate_at_start`` a fresh run validates the initial weights first, so the
+    metrics start at step 0 (the starting point every curve and summary table compares with).
+    """
     trainer = build_trainer(ctx.cfg, ctx.run_dir)
+    if ctx.cfg.stage.get("validate_at_start") and ctx.cfg.ckpt_path is None:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
     trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
     interval = trainer.val_check_interval

@@ -73,8 +73,13 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     _save_resolved_config(cfg, run_dir)
     stage = cfg.stage.name
+    if stage == "pipeline":
+        from rlhf_lightning.stages.pipeline import run_pipeline
+
+        return run_pipeline(cfg, run)
     if stage not in STAGES:
-        raise ConfigError(f"stage={stage}: unknown stage. Fix: one of {', '.join(sorted(STAGES))}.")
+        names = ", ".join(sorted([*STAGES, "pipeline"]))
+        raise ConfigError(f"stage={stage}: unknown stage. Fix: one of {names}.")
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: no such checkpoint file. Fix: give "

@@ -91,6 +91,11 @@ class PromptDataModule(L.LightningDataModule):
             collate_fn=self._collate,
         )
 
+    def first_batch(self, n: int) -> dict[str, list]:
+        """The first `n` prompts (and their columns) in dataset order: fixed evaluation prompts."""
+        assert self.rows is not None, "call setup() first"
+        return self._collate(list(self.rows.select(range(min(n, len(self.rows))))))
+
     def _collate(self, rows: list[dict[str, Any]]) -> dict[str, list]:
         batch: dict[str, list] = {"prompts": [r[self.prompt_column] for r in rows]}
         for key in rows[0]:

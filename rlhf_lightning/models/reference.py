@@ -15,7 +15,10 @@ to its reference gives KL exactly 0 (ALGORITHMS.md §5.5).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal, Protocol
 
 import torch
@@ -35,6 +38,10 @@ class Reference(Protocol):
     def reference_logits(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
     ) -> Tensor: ...
+
+    def generation_model(self) -> contextlib.AbstractContextManager[nn.Module]:
+        """A context giving a causal LM that samples as the reference (before/after samples)."""
+        ...
 
 
 def _policy_lm(policy: nn.Module) -> nn.Module:
@@ -112,6 +119,11 @@ class FrozenCopyReference(nn.Module):
 
     forward = reference_logits
 
+    @contextmanager
+    def generation_model(self) -> Iterator[nn.Module]:
+        """The frozen copy itself."""
+        yield self.model
+
 
 class AdapterDisabledReference:
     """Reference = the LoRA policy's own base model, run with the adapter disabled.
@@ -157,6 +169,12 @@ class AdapterDisabledReference:
             return _lm_logits(self.model, input_ids, attention_mask, position_ids)
 
     __call__ = reference_logits
+
+    @contextmanager
+    def generation_model(self) -> Iterator[nn.Module]:
+        """The policy's peft model with its adapter disabled for the duration."""
+        with self.model.disable_adapter():
+            yield self.model
 
 
 def build_reference(
@@ -206,6 +224,11 @@ class InitialPolicyReference:
             return _lm_logits(self.model, input_ids, attention_mask, position_ids)
 
     __call__ = reference_logits
+
+    @contextmanager
+    def generation_model(self) -> Iterator[nn.Module]:
+        """The policy LM itself."""
+        yield self.model
 
 
 def initial_reference(

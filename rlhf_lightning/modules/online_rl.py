@@ -16,12 +16,15 @@ from lightning.pytorch.loggers import WandbLogger
 
 from rlhf_lightning.modules.ppo_core import iteration_metrics
 from rlhf_lightning.rollout import RolloutBatch
+from rlhf_lightning.rollout.compare import append_rows, compare_with_reference
 
 
 class OnlineRLModule(L.LightningModule):
     """Base of the rollout-based stages; subclasses set the attributes below in `__init__`.
 
     Attributes:
+        policy / reference / reward / tokenizer / sampling: what rollouts use (reference may
+            be None where the algorithm holds none).
         max_grad_norm: gradient clipping for each optimizer step; None disables.
         total_iterations: stop after this many rollouts (None: the Trainer's limits).
         samples_path / sample_every: where and how often sample rows are appended.
@@ -88,6 +91,30 @@ class OnlineRLModule(L.LightningModule):
                 logger.log_table(
                     "samples", columns=columns, data=[[r[c] for c in columns] for r in rows]
                 )
+
+    def write_comparison(self, batch: dict[str, list], seed: int) -> list[dict[str, Any]]:
+        """Before/after rows for `batch` (a prompt batch) appended to samples.jsonl.
+
+        The reference (starting) policy and the trained one answer the same prompts with the
+        same seed; both answers are scored. Returns the rows ([] without a reference, e.g. GRPO
+        with beta 0, or without a samples file).
+        """
+        if self.reference is None or self.samples_path is None:
+            return []
+        prompts = list(batch["prompts"])
+        columns = {k: v for k, v in batch.items() if k != "prompts"}
+        rows = compare_with_reference(
+            self.policy,
+            self.reference,
+            self.tokenizer,
+            self.reward,
+            prompts,
+            self.sampling,
+            seed,
+            columns,
+        )
+        append_rows(self.samples_path, rows, step=self.global_step, kind="final_comparison")
+        return rows
 
     def _finish_iteration(self) -> None:
         self.iteration += 1

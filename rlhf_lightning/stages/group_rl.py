@@ -50,6 +50,8 @@ def run_group_rl(ctx: RunContext) -> L.Trainer:
     )
     datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
     trainer = fit_and_checkpoint(ctx, module, datamodule)
+    if stage.compare_prompts and trainer.is_global_zero:
+        module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)
     if cfg.export.enabled:
         export_model(policy, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer

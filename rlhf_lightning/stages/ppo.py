@@ -58,6 +58,8 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
     )
     datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
     trainer = fit_and_checkpoint(ctx, module, datamodule)
+    if stage.compare_prompts and trainer.is_global_zero:
+        module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)
     if cfg.export.enabled:
         policy_dir = ctx.run_dir / "model"
         policy.save_pretrained(policy_dir)  # the LM (or adapter) plus value_head.safetensors
