@@ -1,14 +1,20 @@
 """One call per stage for notebooks and scripts; the same config and code path as the CLI.
 
-from rlhf_lightning import api
-result = api.sft("path/to/model", dataset=my_dataset, text_field="content", max_length=512)
-result.metrics["val/perplexity"], result.model_dir
+    from rlhf_lightning import api
+
+    sft = api.sft("tiny", max_steps=60, overrides=["data=tiny"])
+    rm = api.reward(sft.model_dir, calibrate_on=sft.model_dir, overrides=["data=tiny_pairs"])
+    ppo = api.ppo(sft.model_dir, reward_model=rm.model_dir, iterations=20)
+    ppo.metrics["rollout/reward_mean"], ppo.model_dir
+
+Each call is `python -m rlhf_lightning stage=<stage> <overrides>` run in this process: the
+keyword arguments are shorthands for overrides, and `overrides` takes any other.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.paths import config_dir
 
 _BUILTIN_MODELS = {"demo", "tiny", "tiny_llama"}
@@ -51,8 +58,42 @@ def compose_config(
     return cfg
 
 
+def run_stage(
+    stage: str,
+    model: str | Path | None = None,
+    *,
+    dataset: Any = None,
+    output_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> StageResult:
+    """Run any stage, as `python -m rlhf_lightning stage=<stage> <overrides>` would.
+
+    Args:
+        stage: `sft`, `reward`, `ppo`, `dpo`, `grpo` or `rloo`.
+        model: `demo`, `tiny`, `tiny_llama`, a hub id, or a local model directory (e.g. the
+            `model_dir` of an earlier result); None keeps the stage's default model.
+        dataset: a `datasets.Dataset` / `DatasetDict`, or a path / hub name (`data.path`);
+            None keeps the stage's default data.
+        output_dir: the run directory (a fresh temporary one when None).
+        overrides: CLI-style overrides, e.g. `["optim.lr=3e-5", "data=tiny"]`; they come after
+            the ones the arguments above make, so they win.
+
+    Returns:
+        The run directory, the last value of every metric, and the optimizer step count.
+    """
+    from rlhf_lightning.train import run
+
+    args = [] if model is None else _model_overrides(str(model))
+    in_memory = dataset is not None and not isinstance(dataset, (str, Path))
+    if dataset is not None and not in_memory:
+        args.append(f"data.path={dataset}")
+    cfg = compose_config(stage, [*args, *overrides], run_dir=output_dir)
+    summary = run(cfg, dataset=dataset if in_memory else None)
+    return StageResult(Path(summary["run_dir"]), summary["metrics"], summary["global_step"])
+
+
 def sft(
-    model: str = "demo",
+    model: str | Path = "demo",
     dataset: Any = None,
     *,
     text_field: str | None = None,
@@ -79,12 +120,7 @@ def sft(
         output_dir: the run directory (a fresh temporary one when None).
         overrides: any further CLI-style overrides, e.g. `["optim.lr=3e-5"]`.
     """
-    from rlhf_lightning.train import run
-
-    args = list(_model_overrides(model))
-    in_memory = dataset is not None and not isinstance(dataset, (str, Path))
-    if dataset is not None and not in_memory:
-        args.append(f"data.path={dataset}")
+    args = []
     for canonical, column in (
         ("text", text_field),
         ("prompt", prompt_field),
@@ -95,16 +131,139 @@ def sft(
             args.append(f"+data.columns.{canonical}={column}")
     if max_length is not None:
         args.append(f"data.max_length={max_length}")
-    if max_steps is not None:
-        args.append(f"trainer.max_steps={max_steps}")
-    if lora:
-        args.append("model.lora.enabled=true")
-    cfg = compose_config("sft", [*args, *overrides], run_dir=output_dir)
-    summary = run(cfg, dataset=dataset if in_memory else None)
-    return StageResult(Path(summary["run_dir"]), summary["metrics"], summary["global_step"])
+    args += _common_overrides(max_steps=max_steps, lora=lora)
+    return run_stage(
+        "sft", model, dataset=dataset, output_dir=output_dir, overrides=[*args, *overrides]
+    )
+
+
+def reward(
+    backbone: str | Path | None = None,
+    dataset: Any = None,
+    *,
+    calibrate_on: str | Path | None = None,
+    max_steps: int | None = None,
+    lora: bool = False,
+    output_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> StageResult:
+    """Train a reward model (a scalar head on `backbone`) on preference pairs.
+
+    Args:
+        backbone: a model directory (typically the SFT result's `model_dir`), a hub id, `tiny`,
+            or `minilm`; None is the stage default, the demo SFT policy (built on first use).
+        dataset: pairs with `prompt`/`chosen`/`rejected` (or `chosen`/`rejected`) columns, as a
+            `datasets.Dataset` or a path; None uses the demo pairs.
+        calibrate_on: a policy (model directory or `demo:sft`) whose sampled completions then
+            score mean 0, std 1, stored in the exported config; None leaves scores raw. (The CLI
+            calibrates on `demo:sft` by default; here it is opt-in, so that a tiny run never
+            builds the demo policy as a side effect.)
+        max_steps: optimizer steps.
+        lora: train a LoRA adapter and the head instead of all weights.
+        output_dir: the run directory (a fresh temporary one when None).
+        overrides: any further CLI-style overrides, e.g. `["data=tiny_pairs"]`.
+
+    Returns:
+        The result; `model_dir` loads with `ModelReward.from_pretrained` and feeds `api.ppo`.
+    """
+    if calibrate_on is None:
+        args = ["stage.calibration.enabled=false"]
+    else:
+        args = ["stage.calibration.enabled=true", f"stage.calibration.policy={calibrate_on}"]
+    args += _common_overrides(max_steps=max_steps, lora=lora)
+    return run_stage(
+        "reward", backbone, dataset=dataset, output_dir=output_dir, overrides=[*args, *overrides]
+    )
+
+
+def ppo(
+    policy: str | Path | None = None,
+    dataset: Any = None,
+    *,
+    reward_model: str | Path | None = None,
+    reward_fn: str | Callable[..., Any] | None = None,
+    iterations: int | None = None,
+    lora: bool = False,
+    output_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+) -> StageResult:
+    """Optimise `policy` with PPO against a reward model or a Python reward function.
+
+    Args:
+        policy: a causal LM directory (typically the SFT result's `model_dir`), a hub id, or
+            `tiny`; None is the stage default, the demo SFT policy (built on first use).
+        dataset: prompts (a `prompt` column; other columns reach `reward_fn` as keyword
+            arguments), as a `datasets.Dataset` or a path; None uses openings of demo texts.
+        reward_model: a reward model directory (`reward=model reward.path=...`).
+        reward_fn: a function `(prompts, completions, **columns) -> one float each`, or its
+            import path `package.module:function` (`reward=callable reward.function=...`). A
+            function object must be importable by that path, which the saved config records.
+        iterations: PPO iterations (rollout + optimisation).
+        lora: train a LoRA adapter (the adapter-off base is then the reference).
+        output_dir: the run directory (a fresh temporary one when None).
+        overrides: any further CLI-style overrides, e.g. `["stage.ppo.kl_coef=0.1"]`.
+
+    With neither reward given, the stage default scores: the calibrated demo reward model.
+    `samples.jsonl` in the run directory holds sampled completions and their rewards.
+    """
+    args = _reward_overrides(reward_model, reward_fn)
+    if iterations is not None:
+        args.append(f"stage.iterations={iterations}")
+    args += _common_overrides(lora=lora)
+    return run_stage(
+        "ppo", policy, dataset=dataset, output_dir=output_dir, overrides=[*args, *overrides]
+    )
 
 
 def _model_overrides(model: str) -> list[str]:
     if model in _BUILTIN_MODELS:
         return [f"model={model}"]
     return ["model=pretrained", f"model.name_or_path={model}"]
+
+
+def _common_overrides(max_steps: int | None = None, lora: bool = False) -> list[str]:
+    args = []
+    if max_steps is not None:
+        args.append(f"trainer.max_steps={max_steps}")
+    if lora:
+        args.append("model.lora.enabled=true")
+    return args
+
+
+def _reward_overrides(
+    reward_model: str | Path | None, reward_fn: str | Callable[..., Any] | None
+) -> list[str]:
+    """`reward=model|callable` overrides for the one reward source given (none: the default)."""
+    if reward_model is not None and reward_fn is not None:
+        raise ConfigError(
+            "api.ppo: both reward_model and reward_fn given. Fix: pass one of them "
+            "(combine sources with overrides=['reward=mix', ...])."
+        )
+    if reward_model is not None:
+        return ["reward=model", f"reward.path={reward_model}"]
+    if reward_fn is not None:
+        return ["reward=callable", f"reward.function={_import_path(reward_fn)}"]
+    return []
+
+
+def _import_path(function: str | Callable[..., Any]) -> str:
+    """`package.module:function` for a function object, checked to import back to it.
+
+    The stage builds its reward from the config, and the config must say where the function
+    lives, so a lambda or a function nested in another one cannot be passed by object.
+    """
+    from rlhf_lightning.rewards.callable import function_name, resolve_function
+
+    if isinstance(function, str):
+        return function
+    name = function_name(function)
+    try:
+        found = resolve_function(name)
+    except Exception:  # any import failure means the same: not reachable by its name
+        found = None
+    if found is not function:
+        raise ConfigError(
+            f"api.ppo: reward_fn {name} cannot be imported by that name. Fix: define it at the "
+            "top level of a module (or a notebook cell), or pass 'package.module:function'."
+        )
+    return name
