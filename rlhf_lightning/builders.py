@@ -9,11 +9,12 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf_lightning.callbacks import RunProgressBar
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.loggers import build_loggers
+from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.models import ModelSpec
 from rlhf_lightning.rundir import checkpoint_path
 
@@ -49,7 +50,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             every_n_train_steps=cfg.checkpoint.every_n_steps,
         )
     )
+    if cfg.trainer.get("enable_progress_bar", True) and not any(
+        isinstance(c, ProgressBar) for c in callbacks
+    ):
+        callbacks.append(RunProgressBar())
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.stage.name}-{run_dir.name}")
+    log_config(loggers, cfg)
     return L.Trainer(
         **plain(cfg.trainer),
         default_root_dir=str(run_dir),

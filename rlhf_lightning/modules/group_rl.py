@@ -72,12 +72,20 @@ class GroupRLModule(OnlineRLModule):
             k: [v for v in vs for _ in range(group)] for k, vs in batch.items() if k != "prompts"
         }
         seed = hash(("group", self.iteration)) % (2**31)
-        rollout = generate_rollout(
-            self.policy, self.tokenizer, prompts=prompts, config=self.sampling, generator_seed=seed
-        ).to(self.device)  # 1. rollout
-        scores = self.reward(rollout.prompts, rollout.completions, **columns).to(self.device)  # 2.
-        experience = self.core.make_experience(rollout, scores)  # 3. old/ref log-probs, advantages
-        stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)  # 4.
+        with self.phase("rollout"):  # 1. G samples per prompt
+            rollout = generate_rollout(
+                self.policy,
+                self.tokenizer,
+                prompts=prompts,
+                config=self.sampling,
+                generator_seed=seed,
+            ).to(self.device)
+        with self.phase("scoring"):  # 2. evaluation
+            scores = self.reward(rollout.prompts, rollout.completions, **columns).to(self.device)
+        with self.phase("experience"):  # 3. old/ref log-probs, advantages
+            experience = self.core.make_experience(rollout, scores)
+        with self.phase("optimising"):  # 4. clipped updates
+            stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
         mean_kl = experience.sequence_kl.mean()
         beta = self.config.beta
         self._log_iteration(rollout, scores, stats, mean_kl, beta, time.perf_counter() - start)

@@ -7,6 +7,9 @@ number of iterations, and the iteration counter in checkpoints.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,20 @@ class OnlineRLModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.iteration = 0
+        self._phase_seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase of an iteration (``perf/<name>_s``) and show it on the progress bar."""
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        if bar is not None and hasattr(bar, "set_phase"):
+            bar.set_phase(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self._phase_seconds[name] = self._phase_seconds.get(name, 0.0) + elapsed
 
     def _optimizer_step(self) -> None:
         optimizer = self.optimizers()
@@ -64,6 +81,13 @@ class OnlineRLModule(L.LightningModule):
         elapsed: float,
     ) -> None:
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        # A weighted mix keeps each source's unweighted rewards: one curve per component.
+        for name, values in getattr(self.reward, "last_components", {}).items():
+            metrics[f"rollout/reward/{name}"] = values.float().mean()
+        # Where the iteration's time went: generation vs scoring vs log-probs vs updates.
+        for name, seconds in self._phase_seconds.items():
+            metrics[f"perf/{name}_s"] = seconds
+        self._phase_seconds = {}
         self.log_dict(metrics)
         self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
 

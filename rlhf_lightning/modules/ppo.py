@@ -71,10 +71,14 @@ class PPOModule(OnlineRLModule):
         """One PPO iteration (the steps of `rlhf_lightning.modules.ppo_core`)."""
         start = time.perf_counter()
         prompts, columns = batch["prompts"], {k: v for k, v in batch.items() if k != "prompts"}
-        rollout = self.collect_rollout(prompts)  # 1. the policy answers each prompt
-        scores = self.reward(rollout.prompts, rollout.completions, **columns)  # 2. evaluation
-        experience = self.core.make_experience(rollout, scores)  # 3-4. log-probs, rewards, GAE
-        stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)  # 5.
+        with self.phase("rollout"):  # 1. the policy answers each prompt
+            rollout = self.collect_rollout(prompts)
+        with self.phase("scoring"):  # 2. evaluation
+            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+        with self.phase("experience"):  # 3-4. log-probs, rewards, GAE
+            experience = self.core.make_experience(rollout, scores)
+        with self.phase("optimising"):  # 5. PPO epochs over minibatches
+            stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
         mean_kl = self.core.update_kl_controller(experience)  # 6. KL control
         kl_coef = self.core.kl_controller.value
         self._log_iteration(rollout, scores, stats, mean_kl, kl_coef, time.perf_counter() - start)

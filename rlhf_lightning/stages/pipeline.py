@@ -145,6 +145,8 @@ def run_pipeline(
             for key in PLACEMENT_KEYS:
                 if key in cfg.trainer:
                     sub.trainer[key] = cfg.trainer[key]
+            if "wandb" in (sub.logger or {}) and sub.logger.wandb.get("group") is None:
+                sub.logger.wandb.group = run_dir.name  # one W&B group per pipeline run
         return sub
 
     def run_or_reuse(stage: str, given: str | None, links: list[str], fix: str) -> Path:

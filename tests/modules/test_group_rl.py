@@ -64,3 +64,34 @@ def test_rloo_with_truncated_completions_masked(tmp_path):
     )
     summary = run(cfg)
     assert len(_rewards(Path(summary["run_dir"]))) == 3
+
+
+def test_grpo_with_several_weighted_reward_sources(tmp_path):
+    """reward=mix: the total is the weighted sum, each source has its own curve, and it rises."""
+    overrides = [
+        "model=tiny",
+        "reward=mix",
+        "reward.sources.sentiment.function=rlhf_lightning.rewards.examples:letter_rate",
+        "reward.weights.sentiment=1.0",
+        "reward.sources.length.target=12",
+        "reward.weights.length=0.05",
+        "data.batch_size=8",
+        "data.num_prompts=256",
+        "stage.iterations=30",
+        "stage.algorithm.num_iterations=2",
+        "stage.algorithm.max_new_tokens=12",
+        "optim.lr=1e-2",
+        "trainer.enable_progress_bar=false",
+    ]
+    summary = run(compose_config("grpo", overrides, run_dir=tmp_path / "mix"))
+    metrics = _rewards(Path(summary["run_dir"]))
+    letters = metrics["rollout/reward/sentiment"].to_numpy()
+    length = metrics["rollout/reward/length"].to_numpy()
+    total = metrics["rollout/reward_mean"].to_numpy()
+    assert len(total) == 30
+    # Means are linear: mean(1.0 * a + 0.05 * b) = 1.0 * mean(a) + 0.05 * mean(b).
+    torch.testing.assert_close(
+        torch.tensor(total), torch.tensor(letters + 0.05 * length), atol=1e-5, rtol=0
+    )
+    assert (length <= 0).all()  # length_penalty is a negative distance to the target
+    assert total[-5:].mean() > total[:5].mean() + 0.05, total

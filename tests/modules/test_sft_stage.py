@@ -195,6 +195,10 @@ def test_tensorboard_and_offline_wandb_loggers_beside_metrics_csv(smoke_cfg, mon
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 1 and list(offline_runs[0].glob("*.wandb"))
+    # The resolved config went to W&B as the run's config (inside the offline run's records,
+    # uploaded by `wandb sync`).
+    records = next(offline_runs[0].glob("*.wandb")).read_bytes()
+    assert b"warmup_decay_schedule" in records and b'max_steps":4' in records
 
 
 @pytest.mark.parametrize(
