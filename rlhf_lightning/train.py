@@ -93,8 +93,23 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
     summary = write_metrics_json(
         run_dir, stage, trainer.global_step, time.perf_counter() - start, {"run_dir": str(run_dir)}
     )
+    if cfg.get("report", True):
+        _write_report(run_dir)
     log.info("Run directory: %s", run_dir)
     return summary
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from rlhf_lightning.report import write_report
+
+        log.info("Report: %s", write_report(run_dir))
+    except Exception as err:  # a finished run stays finished even if its plots fail
+        log.warning(
+            "The report could not be written (%s: %s); the run is complete.",
+            type(err).__name__,
+            err,
+        )
 
 
 def _finish_wandb_run() -> None:

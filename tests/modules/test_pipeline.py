@@ -44,6 +44,7 @@ def test_pipeline_chains_stages_then_skips_them_by_path(tmp_path, capsys):
     for stage in ("sft", "reward", "ppo"):
         assert json.loads((root / stage / "metrics.json").read_text())["stage"] == stage
         assert (root / stage / "model" / "config.json").is_file()
+        assert (root / stage / "report" / "index.html").is_file()  # every run writes its report
     # Each stage consumed the previous one's output.
     reward_cfg = (root / "reward/.hydra/config.yaml").read_text()
     assert f"name_or_path: {root / 'sft/model'}" in reward_cfg
@@ -54,7 +55,9 @@ def test_pipeline_chains_stages_then_skips_them_by_path(tmp_path, capsys):
     assert rows["sft"]["start"] > rows["sft"]["end"]  # perplexity fell from its step-0 value
     assert summary == json.loads((root / "metrics.json").read_text())
     out = capsys.readouterr().out
-    assert "| sft | val/perplexity |" in out and "Report:" in out
+    assert "| sft | val/perplexity |" in out
+    assert f"Report: {root / 'ppo/report/index.html'}" in out
+    assert (root / "ppo/report/reward_kl.png").is_file()
     comparison = [
         json.loads(line)
         for line in (root / "ppo/samples.jsonl").read_text().splitlines()
