@@ -14,6 +14,7 @@ from pathlib import Path
 import datasets
 
 from rlhf_lightning.data.demo_corpus import load_demo_corpus
+from rlhf_lightning.data.demo_qa import DEMO_QA, build_demo_qa
 from rlhf_lightning.errors import DataError
 
 DEMO = "demo"
@@ -41,7 +42,8 @@ def load_table(path: str, split: str | None = "train") -> datasets.DatasetDict |
     """Loads a dataset from the demo corpus, a local file or directory, or the hub.
 
     Args:
-        path: ``"demo"`` (embedded corpus, one ``train`` split); a local file (``.jsonl``,
+        path: ``"demo"`` (embedded corpus, one ``train`` split); ``"demo_qa"`` (synthetic
+            question-answer pairs, ``train`` and ``validation``); a local file (``.jsonl``,
             ``.json``, ``.csv``, ``.parquet``, or ``.txt`` with one ``text`` per non-empty line);
             a local directory (saved with ``save_to_disk``, or holding data files whose names
             give the split: ``train.jsonl``, ``validation.jsonl``...); else a hub dataset name.
@@ -108,6 +110,8 @@ def pick_splits(
 def _load_splits(path: str) -> datasets.DatasetDict:
     if path == DEMO:
         return datasets.DatasetDict({"train": load_demo_corpus()})
+    if path == DEMO_QA:
+        return build_demo_qa()
     local = Path(os.path.expanduser(path))
     if local.is_file():
         return datasets.DatasetDict({"train": _read_file(local, path)})
