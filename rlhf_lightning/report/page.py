@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rlhf_lightning.report.plots import Plot
 from rlhf_lightning.report.rundata import RunData
-from rlhf_lightning.report.samples import BeforeAfter, SamplePair
+from rlhf_lightning.report.samples import BeforeAfter, ReferenceComparison, SamplePair
 from rlhf_lightning.report.text import fmt_number, md_escape, md_table
 
 # Longer completions are cut so one runaway sample cannot bury the page.
@@ -35,6 +36,63 @@ pre { background: #f8f8f8; padding: 0.8em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
+@dataclass
+class Samples:
+    """What the sample section shows: samples during training, and the end-of-run comparison."""
+
+    during: BeforeAfter
+    comparison: ReferenceComparison | None = None
+
+
+@dataclass
+class SampleSection:
+    """One sample table, format-neutral: plain text cells, escaped by the renderer."""
+
+    title: str
+    intro: str
+    header: list[str]
+    rows: list[list[str]]
+    text_cols: set[int]
+
+
+def sample_sections(samples: Samples) -> list[SampleSection]:
+    """The reference-vs-trained table first (same prompts, same seed), then the training one."""
+    sections = []
+    cmp = samples.comparison
+    if cmp is not None and cmp.rows:
+        sections.append(_comparison_section(cmp))
+    ba = samples.during
+    if ba.pairs:
+        header, rows, text_cols = sample_table(ba)
+        title = "During training: first vs last logged step"
+        sections.append(SampleSection(title, samples_intro(ba), header, rows, text_cols))
+    return sections
+
+
+def _comparison_section(cmp: ReferenceComparison) -> SampleSection:
+    intro = (
+        "The reference (starting) policy and the trained policy answer the same prompts "
+        f"with the same seed, scored by the same reward; written at step {cmp.step}."
+    )
+    if cmp.mean_reward is not None and cmp.mean_ref_reward is not None:
+        intro += (
+            f" Mean reward: {fmt_number(cmp.mean_ref_reward)} (reference) → "
+            f"{fmt_number(cmp.mean_reward)} (trained)."
+        )
+    header = ["prompt", "reference policy", "reward", "trained policy", "reward"]
+    rows = [
+        [
+            _clip(r.get("prompt")),
+            _clip(r.get("ref_completion")),
+            fmt_number(r.get("ref_reward")),
+            _clip(r.get("completion")),
+            fmt_number(r.get("reward")),
+        ]
+        for r in cmp.rows
+    ]
+    return SampleSection("Reference vs trained policy", intro, header, rows, {0, 1, 3})
+
+
 def fmt_wall(seconds: Any) -> str:
     """`46.3 s (0:00:46)`; "unknown" when not a number."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
@@ -53,8 +111,13 @@ def facts(data: RunData) -> list[tuple[str, str]]:
     ]
 
 
+# Control characters (a tiny model emits any token) are invalid in HTML and break terminals.
+_CONTROL = {c: "\ufffd" for c in [*range(0, 9), *range(11, 32), 127]}
+
+
 def _clip(text: Any) -> str:
-    text = "" if text is None else str(text)
+    """Sample text made safe to show: control characters replaced, long text cut."""
+    text = "" if text is None else str(text).translate(_CONTROL)
     if len(text) > MAX_TEXT:
         return f"{text[:MAX_TEXT]}… ({len(text) - MAX_TEXT} more characters)"
     return text
@@ -134,7 +197,7 @@ def samples_intro(ba: BeforeAfter) -> str:
 # HTML
 
 
-def render_html(data: RunData, plots: list[Plot], ba: BeforeAfter | None) -> str:
+def render_html(data: RunData, plots: list[Plot], samples: Samples | None) -> str:
     """The whole page as one HTML string; images are referenced by file name beside it."""
     e = html.escape
     parts = [
@@ -161,8 +224,8 @@ def render_html(data: RunData, plots: list[Plot], ba: BeforeAfter | None) -> str
         parts += [f'<figure><img src="{e(p.filename)}" alt="{e(p.title)}"></figure>' for p in plots]
     else:
         parts.append('<p class="note">No plotted metrics were logged.</p>')
-    if ba is not None:
-        parts += _html_samples(ba)
+    if samples is not None:
+        parts += _html_samples(samples)
     if data.config_text:
         parts.append(
             f"<h2>Config</h2><details><summary>.hydra/config.yaml</summary>"
@@ -172,14 +235,18 @@ def render_html(data: RunData, plots: list[Plot], ba: BeforeAfter | None) -> str
     return "\n".join(parts) + "\n"
 
 
-def _html_samples(ba: BeforeAfter) -> list[str]:
+def _html_samples(samples: Samples) -> list[str]:
     parts = ["<h2>Samples: before and after</h2>"]
-    if not ba.pairs:
+    sections = sample_sections(samples)
+    if not sections:
         return parts + ['<p class="note">No samples were logged.</p>']
-    parts.append(f'<p class="note">{html.escape(samples_intro(ba))}</p>')
-    header, rows, text_cols = sample_table(ba)
-    num_cols = set(range(len(header))) - text_cols
-    parts.append(_html_table(header, rows, num_cols=num_cols, text_cols=text_cols))
+    for sec in sections:
+        num_cols = set(range(len(sec.header))) - sec.text_cols
+        parts += [
+            f"<h3>{html.escape(sec.title)}</h3>",
+            f'<p class="note">{html.escape(sec.intro)}</p>',
+            _html_table(sec.header, sec.rows, num_cols=num_cols, text_cols=sec.text_cols),
+        ]
     return parts
 
 
@@ -208,7 +275,7 @@ def _html_table(
 # Markdown
 
 
-def render_markdown(data: RunData, plots: list[Plot], ba: BeforeAfter | None) -> str:
+def render_markdown(data: RunData, plots: list[Plot], samples: Samples | None) -> str:
     """The same page as Markdown; text from the run is escaped for tables and inline HTML."""
     parts = [f"# Run report: {md_escape(data.stage)}", ""]
     parts += [f"- **{k}:** {md_escape(v)}" for k, v in facts(data)]
@@ -223,14 +290,17 @@ def render_markdown(data: RunData, plots: list[Plot], ba: BeforeAfter | None) ->
         parts.append("No metrics were recorded.")
     parts += ["", "## Plots", ""]
     parts += [f"![{p.title}]({p.filename})\n" for p in plots] or ["No plotted metrics were logged."]
-    if ba is not None:
+    if samples is not None:
         parts += ["", "## Samples: before and after", ""]
-        parts.append(_md_samples(ba))
+        parts.append(_md_samples(samples))
     return "\n".join(parts) + "\n"
 
 
-def _md_samples(ba: BeforeAfter) -> str:
-    if not ba.pairs:
+def _md_samples(samples: Samples) -> str:
+    sections = sample_sections(samples)
+    if not sections:
         return "No samples were logged."
-    header, rows, _ = sample_table(ba)
-    return md_escape(samples_intro(ba)) + "\n\n" + md_table(header, rows)
+    return "\n\n".join(
+        f"### {md_escape(sec.title)}\n\n{md_escape(sec.intro)}\n\n{md_table(sec.header, sec.rows)}"
+        for sec in sections
+    )

@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from rlhf_lightning.report.rundata import Series
 
@@ -54,6 +55,8 @@ def write_plots(series: dict[str, Series], out_dir: Path) -> list[Plot]:
                 # A figure left by an earlier report of this run would no longer match the page.
                 (out_dir / filename).unlink(missing_ok=True)
                 continue
+            for ax in fig.axes:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
             fig.suptitle(title, fontsize=STYLE["axes.titlesize"] + 1)
             fig.tight_layout()
             fig.savefig(out_dir / filename, dpi=DPI, format="png")

@@ -102,7 +102,9 @@ def _read_metrics_csv(path: Path, problems: list[str]) -> dict[str, Series]:
         values = np.array([_to_float(row.get(name)) for row in rows])
         keep = np.isfinite(values) & np.isfinite(steps)
         if keep.any():
-            series[name] = Series(steps=steps[keep], values=values[keep])
+            # A resumed run appends to the file; in step order its curves read left to right.
+            order = np.argsort(steps[keep], kind="stable")
+            series[name] = Series(steps=steps[keep][order], values=values[keep][order])
     if not series:
         problems.append("metrics.csv has no logged values: no curves to plot.")
     return series

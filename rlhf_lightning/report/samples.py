@@ -9,6 +9,9 @@ from typing import Any
 
 # Rows shown by default; enough to judge a change by eye without a wall of text.
 DEFAULT_ROWS = 8
+# The `kind` of the rows an RL run appends at its end (rlhf_lightning/rollout/compare.py): the
+# reference policy's and the trained policy's completions of the same prompts, both scored.
+COMPARISON_KIND = "final_comparison"
 
 
 @dataclass
@@ -37,6 +40,43 @@ class BeforeAfter:
     pairs: list[SamplePair] = field(default_factory=list)
     mean_reward_first: float | None = None
     mean_reward_last: float | None = None
+
+
+@dataclass
+class ReferenceComparison:
+    """The end-of-run rows: reference (starting) policy vs trained policy, same prompts.
+
+    Attributes:
+        step: the step the comparison was written at.
+        rows: the rows to show (``completion``/``reward`` trained, ``ref_*`` reference).
+        mean_reward / mean_ref_reward: over all comparison rows of that step.
+    """
+
+    step: Any
+    rows: list[dict[str, Any]]
+    mean_reward: float | None
+    mean_ref_reward: float | None
+
+
+def split_samples(
+    samples: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(samples logged during training, end-of-run reference comparison rows)."""
+    during = [r for r in samples if r.get("kind") != COMPARISON_KIND]
+    comparison = [r for r in samples if r.get("kind") == COMPARISON_KIND]
+    return during, comparison
+
+
+def reference_comparison(
+    rows: list[dict[str, Any]], max_rows: int = DEFAULT_ROWS
+) -> ReferenceComparison | None:
+    """The last written comparison (a resumed run may hold several), or None without one."""
+    if not rows:
+        return None
+    last = max((r["step"] for r in rows), key=_step_key)
+    rows = [r for r in rows if r["step"] == last]
+    refs = [{"reward": r.get("ref_reward")} for r in rows]
+    return ReferenceComparison(last, rows[:max_rows], _mean_reward(rows), _mean_reward(refs))
 
 
 def before_after(samples: list[dict[str, Any]], max_rows: int = DEFAULT_ROWS) -> BeforeAfter:

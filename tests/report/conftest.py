@@ -106,6 +106,16 @@ PPO_SAMPLES = [
         "kl": 3.5,
     },
     {"step": 35, "prompt": "Say <b>hi</b>", "completion": "hello there", "reward": 1.25},
+    # The end-of-run comparison (rlhf_lightning/rollout/compare.py): same prompt, both policies.
+    {
+        "step": 40,
+        "kind": "final_comparison",
+        "prompt": "Name a colour",
+        "completion": "green\u0011",
+        "reward": 0.75,
+        "ref_completion": "grey",
+        "ref_reward": 0.25,
+    },
 ]
 
 

@@ -83,6 +83,18 @@ def test_before_after_samples_pair_the_same_prompt_and_are_escaped(pages):
     assert "step 0" in text and "step 35" in text
 
 
+def test_reference_comparison_is_its_own_table_and_not_a_training_step(pages):
+    text = pages["ppo"].read_text()
+    assert "Reference vs trained policy" in text
+    row = next(r for r in text.split("<tr>") if "Name a colour" in r)
+    cells = [c.split(">", 1)[1] for c in row.split("</td>")[:5]]
+    # Control characters from the model are replaced: invalid in HTML.
+    assert cells == ["Name a colour", "grey", "0.25", "green\ufffd", "0.75"]
+    assert "0.25 (reference) → 0.75 (trained)" in text
+    # Step 40 holds only comparison rows: the training table still ends at step 35.
+    assert "step 40</th>" not in text
+
+
 def test_sft_and_reward_pages_have_no_sample_section(pages):
     for kind in ("sft", "reward"):
         assert "Samples: before and after" not in pages[kind].read_text()
