@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,7 +100,9 @@ class OnlineRLModule(L.LightningModule):
             return
         rows = [
             {
-                "step": self.global_step,
+                # The iteration: the `step` of this iteration's metrics.csv row.
+                "step": self.iteration,
+                "global_step": self.global_step,
                 "prompt": rollout.prompts[i],
                 "completion": rollout.completions[i],
                 "reward": float(scores[i]),
@@ -137,8 +140,22 @@ class OnlineRLModule(L.LightningModule):
             seed,
             columns,
         )
-        append_rows(self.samples_path, rows, step=self.global_step, kind="final_comparison")
+        append_rows(
+            self.samples_path,
+            rows,
+            step=self.iteration,
+            global_step=self.global_step,
+            kind="final_comparison",
+        )
         return rows
+
+    def rollout_seed(self, tag: str) -> int:
+        """The sampling seed of this iteration's rollout: a pure function of (tag, iteration).
+
+        `hash()` of a string changes with every Python process, so it cannot be used here: a
+        resumed run must draw the same samples as one that never stopped.
+        """
+        return zlib.crc32(f"{tag}:{self.iteration}".encode()) % (2**31)
 
     def _finish_iteration(self) -> None:
         self.iteration += 1
