@@ -141,15 +141,14 @@ class PreferenceDataModule(TokenizedDataModule):
             self.num_val_examples = len(self.val_dataset)
 
     def train_dataloader(self) -> DataLoader:
-        # A dedicated seeded generator: the data order depends on ``seed`` only.
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self._ready(self.train_dataset), self.batch_size, True, generator)
+        # The order depends on (``seed``, epoch) only; the position is saved in checkpoints.
+        return self._train_loader(self._ready(self.train_dataset), self.batch_size, self.seed)
 
     def val_dataloader(self) -> DataLoader | list:
         self._ready(self.train_dataset)
         if self.val_dataset is None:
             return []  # Lightning skips validation when there is no loader
-        return self._loader(self.val_dataset, self.eval_batch_size, False, None)
+        return self._loader(self.val_dataset, self.eval_batch_size)
 
     def add_reference_logps(
         self, compute: Callable[[DataLoader], tuple[torch.Tensor, torch.Tensor]]
@@ -165,7 +164,7 @@ class PreferenceDataModule(TokenizedDataModule):
             dataset = getattr(self, name)
             if dataset is None or REFERENCE_LOGP_KEYS[0] in dataset.column_names:
                 continue
-            values = compute(self._loader(dataset, self.eval_batch_size, False, None))
+            values = compute(self._loader(dataset, self.eval_batch_size))
             for key, column in zip(REFERENCE_LOGP_KEYS, values, strict=True):
                 dataset = dataset.add_column(key, column.tolist())
             setattr(self, name, dataset)

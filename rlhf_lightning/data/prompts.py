@@ -6,9 +6,9 @@ from typing import Any
 
 import datasets
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
+from rlhf_lightning.data.base import resumable_loader
 from rlhf_lightning.data.demo_prompts import demo_prompts
 from rlhf_lightning.data.loading import DEMO, load_table
 from rlhf_lightning.data.sft import in_memory_splits
@@ -81,14 +81,13 @@ class PromptDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call setup() first"
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
+        # The order depends on (seed, epoch) only; the position is saved in checkpoints.
+        return resumable_loader(
             self.rows,
-            batch_size=self.batch_size,
-            shuffle=True,
+            self.batch_size,
+            self.seed,
+            self._collate,
             drop_last=True,  # PPO minibatching needs full rollout batches
-            generator=generator,
-            collate_fn=self._collate,
         )
 
     def first_batch(self, n: int) -> dict[str, list]:

@@ -116,15 +116,14 @@ class SFTDataModule(TokenizedDataModule):
             self.num_val_examples = len(self.val_dataset)
 
     def train_dataloader(self) -> DataLoader:
-        # A dedicated seeded generator: the data order depends on ``seed`` only.
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self._ready(self.train_dataset), self.batch_size, True, generator)
+        # The order depends on (``seed``, epoch) only; the position is saved in checkpoints.
+        return self._train_loader(self._ready(self.train_dataset), self.batch_size, self.seed)
 
     def val_dataloader(self) -> DataLoader | list:
         self._ready(self.train_dataset)
         if self.val_dataset is None:
             return []  # Lightning skips validation when there is no loader
-        return self._loader(self.val_dataset, self.eval_batch_size, False, None)
+        return self._loader(self.val_dataset, self.eval_batch_size)
 
     def target_tokens(self, split: str = "train") -> torch.Tensor:
         """All target token ids of a split, flattened (for the unigram perplexity baseline).
