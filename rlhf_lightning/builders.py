@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lightning.callbacks import RunProgressBar
+from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.models import ModelSpec
@@ -38,7 +39,12 @@ def build_model_spec(cfg: DictConfig) -> ModelSpec:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    """A Lightning Trainer with the run-directory loggers and checkpointing wired in."""
+    """A Lightning Trainer with the run-directory loggers and checkpointing wired in.
+
+    Checkpoints also carry the RNG states and the position in an unfinished epoch
+    (`ResumeState`); with `interrupt_at` set the
+    fit stops there as if interrupted, to be continued with `ckpt_path`.
+    """
     callbacks: list[Callback] = [
         instantiate(spec) for spec in (cfg.callbacks or {}).values() if spec is not None
     ]
@@ -50,6 +56,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             every_n_train_steps=cfg.checkpoint.every_n_steps,
         )
     )
+    callbacks.append(ResumeState())
+    if cfg.get("interrupt_at") is not None:
+        callbacks.append(InterruptAt(int(cfg.interrupt_at)))
     if cfg.trainer.get("enable_progress_bar", True) and not any(
         isinstance(c, ProgressBar) for c in callbacks
     ):

@@ -71,7 +71,7 @@ class GroupRLModule(OnlineRLModule):
         columns = {
             k: [v for v in vs for _ in range(group)] for k, vs in batch.items() if k != "prompts"
         }
-        seed = hash(("group", self.iteration)) % (2**31)
+        seed = self.rollout_seed("group")
         with self.phase("rollout"):  # 1. G samples per prompt
             rollout = generate_rollout(
                 self.policy,

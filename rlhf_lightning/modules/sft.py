@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
 import torch
@@ -72,6 +73,14 @@ class SFTModule(L.LightningModule):
             self.unigram_perplexity = None  # logged once per run
         self.val_nll_sum.reset()
         self.val_token_count.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resumed run must not log the once-per-run baseline a second time.
+        checkpoint["sft"] = {"baseline_logged": self.unigram_perplexity is None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("sft", {}).get("baseline_logged"):
+            self.unigram_perplexity = None
 
     def configure_optimizers(self):
         return configure_optimizers(
