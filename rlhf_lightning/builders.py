@@ -42,8 +42,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     """A Lightning Trainer with the run-directory loggers and checkpointing wired in.
 
     Checkpoints also carry the RNG states and the position in an unfinished epoch
-    (`ResumeState`); with `interrupt_at` set the
-    fit stops there as if interrupted, to be continued with `ckpt_path`.
+    (`ResumeState`); with `interrupt_at` set the fit stops there as if interrupted, to be
+    continued with `ckpt_path`.
     """
     callbacks: list[Callback] = [
         instantiate(spec) for spec in (cfg.callbacks or {}).values() if spec is not None
