@@ -55,8 +55,12 @@ def write_plots(series: dict[str, Series], out_dir: Path) -> list[Plot]:
                 # A figure left by an earlier report of this run would no longer match the page.
                 (out_dir / filename).unlink(missing_ok=True)
                 continue
+            rl_run = "rollout/reward_mean" in series
             for ax in fig.axes:
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+                if rl_run and ax.get_xlabel() == STEP_LABEL:
+                    # The online RL stages log once per iteration (rollout + optimisation).
+                    ax.set_xlabel("iteration")
             fig.suptitle(title, fontsize=STYLE["axes.titlesize"] + 1)
             fig.tight_layout()
             fig.savefig(out_dir / filename, dpi=DPI, format="png")
