@@ -191,12 +191,21 @@ def build_reference(
     Raises:
         ConfigError: If `mode` is unknown, or adapter_off is asked of a policy without LoRA.
     """
-    if mode == "auto":
-        mode = "adapter_off" if isinstance(_policy_lm(policy), PeftModel) else "copy"
-    if mode == "copy":
+    if resolve_mode(policy, mode) == "copy":
         return FrozenCopyReference(policy)
-    if mode == "adapter_off":
-        return AdapterDisabledReference(policy)
+    return AdapterDisabledReference(policy)
+
+
+def resolve_mode(policy: nn.Module, mode: ReferenceMode) -> str:
+    """``copy`` or ``adapter_off``: ``auto`` picks adapter_off for a peft policy.
+
+    Raises:
+        ConfigError: If `mode` is unknown.
+    """
+    if mode == "auto":
+        return "adapter_off" if isinstance(_policy_lm(policy), PeftModel) else "copy"
+    if mode in ("copy", "adapter_off"):
+        return mode
     raise ConfigError(
         f"reference mode {mode!r} is unknown. Fix: one of 'copy', 'adapter_off', 'auto'."
     )
@@ -239,12 +248,6 @@ def initial_reference(
     ``adapter_off`` (and ``auto`` with a LoRA policy) is the adapter-disabled base as in
     :func:`build_reference`; ``copy`` (and ``auto`` otherwise) is the policy itself.
     """
-    if mode == "auto":
-        mode = "adapter_off" if isinstance(_policy_lm(policy), PeftModel) else "copy"
-    if mode == "copy":
+    if resolve_mode(policy, mode) == "copy":
         return InitialPolicyReference(policy)
-    if mode == "adapter_off":
-        return AdapterDisabledReference(policy)
-    raise ConfigError(
-        f"reference mode {mode!r} is unknown. Fix: one of 'copy', 'adapter_off', 'auto'."
-    )
+    return AdapterDisabledReference(policy)

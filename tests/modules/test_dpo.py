@@ -12,6 +12,17 @@ from datasets import Dataset
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.train import run
 
+TINY_DPO = [
+            "model=tiny",
+            "trainer.max_steps=30",
+            "trainer.val_check_interval=10",
+            "optim.lr=3e-3",
+            "data.val_fraction=0.25",
+            "data.batch_size=8",
+            "trainer.log_every_n_steps=5",
+            "trainer.enable_progress_bar=false",
+]
+
 
 def _pairs(n: int = 96) -> Dataset:
     good = ["great", "wonderful", "happy", "lovely"]
@@ -29,16 +40,7 @@ def _pairs(n: int = 96) -> Dataset:
 def test_dpo_raises_held_out_preference_accuracy(tmp_path):
     cfg = compose_config(
         "dpo",
-        [
-            "model=tiny",
-            "trainer.max_steps=30",
-            "trainer.val_check_interval=10",
-            "optim.lr=3e-3",
-            "data.val_fraction=0.25",
-            "data.batch_size=8",
-            "trainer.log_every_n_steps=5",
-            "trainer.enable_progress_bar=false",
-        ],
+        TINY_DPO,
         run_dir=tmp_path / "dpo",
     )
     summary = run(cfg, dataset=_pairs())
@@ -123,17 +125,7 @@ def test_missing_reference_and_precomputed_logps_is_a_clear_error():
 def test_dpo_stage_with_precomputed_reference_holds_no_reference(tmp_path):
     cfg = compose_config(
         "dpo",
-        [
-            "model=tiny",
-            "stage.precompute_reference=true",
-            "trainer.max_steps=30",
-            "trainer.val_check_interval=10",
-            "optim.lr=3e-3",
-            "data.val_fraction=0.25",
-            "data.batch_size=8",
-            "trainer.log_every_n_steps=5",
-            "trainer.enable_progress_bar=false",
-        ],
+        [*TINY_DPO, "stage.precompute_reference=true"],
         run_dir=tmp_path / "dpo",
     )
     summary = run(cfg, dataset=_pairs())
