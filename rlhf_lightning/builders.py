@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lightning.callbacks import RunProgressBar
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
+from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.models import ModelSpec
@@ -65,8 +66,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         callbacks.append(RunProgressBar())
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.stage.name}-{run_dir.name}")
     log_config(loggers, cfg)
+    trainer_args = plain(cfg.trainer)
+    if str(trainer_args.get("strategy", "auto")).startswith(("auto", "ddp", "single")):
+        # One full checkpoint file: written beside its target and renamed into place. (FSDP and
+        # DeepSpeed write sharded checkpoints with their own IO.)
+        trainer_args["plugins"] = [*(trainer_args.get("plugins") or []), AtomicCheckpointIO()]
     return L.Trainer(
-        **plain(cfg.trainer),
+        **trainer_args,
         default_root_dir=str(run_dir),
         logger=loggers,
         callbacks=callbacks,

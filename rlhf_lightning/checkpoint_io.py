@@ -1,0 +1,57 @@
+"""Checkpoint files that are either the old one or the complete new one, never half of either.
+
+Lightning's default IO writes through an fsspec transaction whose temporary file lives in the
+system temp directory; moving it into a run directory on another filesystem is a copy, and a
+kill during that copy leaves a truncated checkpoint. Here the temporary file sits beside the
+target, is flushed to disk, and replaces the target with one atomic rename.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` with same-directory temp file + fsync + ``os.replace`` saves.
+
+    Local paths only (the run directory contract); loading is Lightning's own.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Hidden and unique per process, so a leftover from a killed save is never mistaken for
+        # a checkpoint and two processes never write the same temporary file.
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with tmp.open("wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename itself is durable only once the directory entry reaches the disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
