@@ -21,7 +21,7 @@ def main(cfg: DictConfig) -> float | None:
     except RLHFError as err:
         logging.getLogger("rlhf_lightning").error("%s", err)
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))
     return summary["metrics"].get("val/loss")
 
 

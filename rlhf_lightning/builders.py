@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,12 +11,13 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_lightning.callbacks import RunProgressBar
+from rlhf_lightning.callbacks import CheckpointOnInterrupt, RunProgressBar
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
-from rlhf_lightning.errors import ConfigError
+from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.models import ModelSpec
 from rlhf_lightning.rundir import checkpoint_path
@@ -49,6 +51,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks: list[Callback] = [
         instantiate(spec) for spec in (cfg.callbacks or {}).values() if spec is not None
     ]
+    callbacks.append(CheckpointOnInterrupt(checkpoint_path(run_dir)))
     callbacks.append(
         ModelCheckpoint(
             dirpath=run_dir / "checkpoints",
@@ -90,13 +93,29 @@ def fit_and_checkpoint(
     trainer = build_trainer(ctx.cfg, ctx.run_dir)
     if ctx.cfg.stage.get("validate_at_start") and ctx.cfg.ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
+    except SIGTERMException as err:
+        raise _interrupted(trainer, ctx.run_dir) from err
     trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
     interval = trainer.val_check_interval
     # Validate once more when the last scheduled validation did not see the final weights.
     if isinstance(interval, int) and trainer.global_step % interval != 0:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     return trainer
+
+
+def _interrupted(trainer: L.Trainer, run_dir: Path) -> RunInterrupted:
+    """The error for a fit stopped by SIGTERM/Ctrl+C, naming the checkpoint to resume from."""
+    callback = next(c for c in trainer.callbacks if isinstance(c, CheckpointOnInterrupt))
+    name = callback.signal_name or "SIGTERM"
+    where = checkpoint_path(run_dir)
+    saved = f"checkpoint saved to {where}" if callback.saved else "no checkpoint could be saved"
+    return RunInterrupted(
+        f"{name} stopped the run at step {trainer.global_step}; {saved}. Fix: run the same "
+        f"command again with ckpt_path={where} to continue.",
+        exit_code=128 + int(getattr(signal, name)),
+    )
 
 
 def plain(node: DictConfig) -> dict[str, Any]:

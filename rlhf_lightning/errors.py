@@ -21,3 +21,14 @@ class ModelError(RLHFError):
 
 class RewardError(RLHFError):
     """A reward source cannot be built, cannot be reached, or returned unusable scores."""
+
+
+class RunInterrupted(RLHFError):
+    """SIGTERM or Ctrl+C stopped the run; a checkpoint to resume from was saved.
+
+    ``exit_code`` follows the shell convention 128 + signal number (143 SIGTERM, 130 SIGINT).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

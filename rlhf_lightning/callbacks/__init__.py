@@ -1,5 +1,6 @@
 """Lightning callbacks the stages install."""
 
+from rlhf_lightning.callbacks.interrupt import CheckpointOnInterrupt
 from rlhf_lightning.callbacks.progress import RunProgressBar
 
-__all__ = ["RunProgressBar"]
+__all__ = ["CheckpointOnInterrupt", "RunProgressBar"]

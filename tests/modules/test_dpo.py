@@ -13,14 +13,14 @@ from rlhf_lightning.api import compose_config
 from rlhf_lightning.train import run
 
 TINY_DPO = [
-            "model=tiny",
-            "trainer.max_steps=30",
-            "trainer.val_check_interval=10",
-            "optim.lr=3e-3",
-            "data.val_fraction=0.25",
-            "data.batch_size=8",
-            "trainer.log_every_n_steps=5",
-            "trainer.enable_progress_bar=false",
+    "model=tiny",
+    "trainer.max_steps=30",
+    "trainer.val_check_interval=10",
+    "optim.lr=3e-3",
+    "data.val_fraction=0.25",
+    "data.batch_size=8",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
 ]
 
 
