@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from rlhf_lightning.errors import NumericalError
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` with same-directory temp file + fsync + ``os.replace`` saves.
@@ -27,6 +29,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
+        _check_finite(checkpoint.get("state_dict", {}), path)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Hidden and unique per process, so a leftover from a killed save is never mistaken for
@@ -41,6 +44,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_directory(path.parent)
+
+
+def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse to replace a good checkpoint with weights holding NaN or Inf."""
+    bad = [
+        name
+        for name, tensor in state_dict.items()
+        if torch.is_tensor(tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise NumericalError(
+            f"checkpoint {path}: not written, {len(bad)} weight tensors hold NaN/Inf (first: "
+            f"{bad[0]}); the previous checkpoint is kept. Fix: lower optim.lr or check the data "
+            "and rewards for NaN/Inf, then resume from the kept checkpoint."
+        )
 
 
 def _fsync_directory(directory: Path) -> None:

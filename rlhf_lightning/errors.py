@@ -23,6 +23,10 @@ class RewardError(RLHFError):
     """A reward source cannot be built, cannot be reached, or returned unusable scores."""
 
 
+class NumericalError(RLHFError):
+    """Losses, gradients or weights stopped being finite and the run cannot go on."""
+
+
 class RunInterrupted(RLHFError):
     """SIGTERM or Ctrl+C stopped the run; a checkpoint to resume from was saved.
 

@@ -14,6 +14,7 @@ from rlhf_lightning.data.pairs import REFERENCE_LOGP_KEYS
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import dpo_loss, position_ids_from_mask, token_logprobs
 from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
 LogitsFn = Callable[[Tensor, Tensor], Tensor]
@@ -67,7 +68,7 @@ def reference_logps(
     return torch.cat(chosen), torch.cat(rejected)
 
 
-class DPOModule(L.LightningModule):
+class DPOModule(GuardedOptimizerStep, L.LightningModule):
     """Direct preference optimisation (ALGORITHMS.md §4) with automatic optimisation.
 
     Sequence log-probs are sums over completion tokens only (prompt and padding masked); IPO
@@ -96,8 +97,10 @@ class DPOModule(L.LightningModule):
         beta: float = 0.1,
         loss_type: Literal["sigmoid", "hinge", "ipo"] = "sigmoid",
         label_smoothing: float = 0.0,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
+        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
         self.policy = policy
         self.reference = reference
         self.optimizer_factory = optimizer

@@ -82,6 +82,8 @@ class GroupRLModule(OnlineRLModule):
             ).to(self.device)
         with self.phase("scoring"):  # 2. evaluation
             scores = self.reward(rollout.prompts, rollout.completions, **columns).to(self.device)
+        if not self.scores_are_finite(scores):
+            return
         with self.phase("experience"):  # 3. old/ref log-probs, advantages
             experience = self.core.make_experience(rollout, scores)
         with self.phase("optimising"):  # 4. clipped updates

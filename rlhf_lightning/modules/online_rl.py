@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
+from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.modules.ppo_core import iteration_metrics
 from rlhf_lightning.rollout import RolloutBatch
 from rlhf_lightning.rollout.compare import append_rows, compare_with_reference
@@ -46,6 +47,8 @@ class OnlineRLModule(L.LightningModule):
         self.automatic_optimization = False
         self.iteration = 0
         self._phase_seconds: dict[str, float] = {}
+        # Non-finite gradients (from a NaN loss, reward or advantage) skip that step.
+        self.guard = NonFiniteGuard()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -60,8 +63,24 @@ class OnlineRLModule(L.LightningModule):
             elapsed = time.perf_counter() - start
             self._phase_seconds[name] = self._phase_seconds.get(name, 0.0) + elapsed
 
+    def scores_are_finite(self, scores: torch.Tensor) -> bool:
+        """False (and the iteration counted as skipped) when any reward is NaN/Inf.
+
+        A non-finite score would reach the advantages, the running reward statistics and the
+        KL controller; the whole iteration is dropped instead.
+        """
+        if bool(torch.isfinite(scores).all()):
+            return True
+        self.guard.record_skip()
+        self.log("train/skipped_steps", float(self.guard.skipped))
+        self._finish_iteration()
+        return False
+
     def _optimizer_step(self) -> None:
         optimizer = self.optimizers()
+        if not self.guard.update_is_finite(None, self.parameters()):
+            optimizer.zero_grad(set_to_none=True)  # weights and optimizer moments untouched
+            return
         if self.max_grad_norm is not None:
             self.clip_gradients(
                 optimizer, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm"
@@ -85,6 +104,7 @@ class OnlineRLModule(L.LightningModule):
         # A weighted mix keeps each source's unweighted rewards: one curve per component.
         for name, values in getattr(self.reward, "last_components", {}).items():
             metrics[f"rollout/reward/{name}"] = values.float().mean()
+        metrics["train/skipped_steps"] = float(self.guard.skipped)
         # Where the iteration's time went: generation vs scoring vs log-probs vs updates.
         for name, seconds in self._phase_seconds.items():
             metrics[f"perf/{name}_s"] = seconds
@@ -171,9 +191,15 @@ class OnlineRLModule(L.LightningModule):
         """Restore what `extra_state` returned."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[self.checkpoint_key] = {"iteration": self.iteration, **self.extra_state()}
+        checkpoint[self.checkpoint_key] = {
+            "iteration": self.iteration,
+            "non_finite_guard": self.guard.state_dict(),
+            **self.extra_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint[self.checkpoint_key]
         self.iteration = state["iteration"]
+        if "non_finite_guard" in state:
+            self.guard.load_state_dict(state["non_finite_guard"])
         self.load_extra_state(state)

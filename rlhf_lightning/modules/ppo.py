@@ -75,6 +75,8 @@ class PPOModule(OnlineRLModule):
             rollout = self.collect_rollout(prompts)
         with self.phase("scoring"):  # 2. evaluation
             scores = self.reward(rollout.prompts, rollout.completions, **columns)
+        if not self.scores_are_finite(scores):
+            return
         with self.phase("experience"):  # 3-4. log-probs, rewards, GAE
             experience = self.core.make_experience(rollout, scores)
         with self.phase("optimising"):  # 5. PPO epochs over minibatches

@@ -8,10 +8,11 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from rlhf_lightning.functional import pairwise_loss
+from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
 
-class RewardModule(L.LightningModule):
+class RewardModule(GuardedOptimizerStep, L.LightningModule):
     """Train a sequence classifier (one output) so that r(chosen) > r(rejected).
 
     Loss (ALGORITHMS.md §3): `-logsigmoid(r_c - r_r - margin)`, plus
@@ -33,8 +34,10 @@ class RewardModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         center_coef: float | None = None,
         use_margin: bool = True,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
+        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -11,10 +11,11 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from rlhf_lightning.functional import sft_loss
+from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 
 
-class SFTModule(L.LightningModule):
+class SFTModule(GuardedOptimizerStep, L.LightningModule):
     """Causal-LM fine-tuning with automatic optimisation.
 
     Args:
@@ -33,8 +34,10 @@ class SFTModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         unigram_perplexity: float | None = None,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
+        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -75,10 +78,12 @@ class SFTModule(L.LightningModule):
         self.val_token_count.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # A resumed run must not log the once-per-run baseline a second time.
         checkpoint["sft"] = {"baseline_logged": self.unigram_perplexity is None}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         if checkpoint.get("sft", {}).get("baseline_logged"):
             self.unigram_perplexity = None
 

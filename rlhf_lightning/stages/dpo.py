@@ -57,6 +57,7 @@ def run_dpo(ctx: RunContext) -> L.Trainer:
     else:
         reference = build_reference(policy, mode=cfg.stage.reference)
     module = DPOModule(
+        max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
         policy=policy,
         reference=reference,
         optimizer=instantiate(cfg.optim),

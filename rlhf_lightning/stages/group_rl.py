@@ -13,6 +13,7 @@ from rlhf_lightning.models import disable_dropout, export_model, load_model_and_
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.modules.group_core import GroupRLConfig
 from rlhf_lightning.modules.group_rl import GroupRLModule
+from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.rollout import SamplingConfig
 
 
@@ -49,6 +50,7 @@ def run_group_rl(ctx: RunContext) -> L.Trainer:
         sample_every=stage.sample_every,
     )
     datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
+    module.guard = NonFiniteGuard(cfg.max_consecutive_bad_steps)
     trainer = fit_and_checkpoint(ctx, module, datamodule)
     if stage.compare_prompts and trainer.is_global_zero:
         module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)

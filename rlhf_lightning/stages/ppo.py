@@ -14,6 +14,7 @@ from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import disable_dropout, export_model, load_model_and_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.models.value_head import CausalLMWithValueHead, ValueModel
+from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.modules.ppo import PPOModule
 from rlhf_lightning.modules.ppo_core import PPOConfig
 from rlhf_lightning.rollout import SamplingConfig
@@ -57,6 +58,7 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         total_iterations=stage.iterations,
     )
     datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
+    module.guard = NonFiniteGuard(cfg.max_consecutive_bad_steps)
     trainer = fit_and_checkpoint(ctx, module, datamodule)
     if stage.compare_prompts and trainer.is_global_zero:
         module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)

@@ -29,6 +29,7 @@ def run_reward(ctx: RunContext) -> L.Trainer:
     disable_dropout(model)  # scores must not depend on a dropout draw
     datamodule = PreferenceDataModule(tokenizer=tokenizer, dataset=ctx.dataset, **plain(cfg.data))
     module = RewardModule(
+        max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
         model=model,
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler),

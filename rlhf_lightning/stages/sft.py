@@ -31,6 +31,7 @@ def run_sft(ctx: RunContext) -> L.Trainer:
     )
     log.info("Validation unigram perplexity (train-split frequencies): %.1f", baseline)
     module = SFTModule(
+        max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
         model=model,
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler),
