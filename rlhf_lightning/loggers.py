@@ -12,6 +12,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from rlhf_lightning.rundir import redact_secrets
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +62,7 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     trackers = [lg for lg in loggers if not isinstance(lg, CSVLogger)]
     if not trackers:
         return
-    params = OmegaConf.to_container(cfg, resolve=True)
+    params = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     for tracker in trackers:
         tracker.log_hyperparams(params)
 

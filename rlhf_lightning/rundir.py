@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +59,36 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# Config keys whose values are credentials: never written to the run directory or a tracker.
+# Whole key names only: `max_new_tokens` or `pad_token_id` are settings, not secrets.
+_SECRET_KEY = re.compile(
+    r"^(authorization|api[_-]?key|.*_api[_-]?key|token|.*(api|auth|access|hf|bearer|refresh)"
+    r"[_-]?token|secret|.*_secret|password|.*_password|passwd)$",
+    re.I,
+)
+REDACTED = "***"
+
+
+def redact_secrets(node: Any, parent_key: str = "") -> Any:
+    """A copy of a plain config container with credential values replaced by ``***``.
+
+    Every value under a ``headers`` mapping (HTTP reward auth) and every value whose key is a
+    credential's name (token, api_key, password, secret, authorization, ...) is redacted, so that
+    a secret read with ``${oc.env:...}`` is used by the run but never saved with it.
+    """
+    if isinstance(node, dict):
+        return {
+            key: (
+                REDACTED
+                if node[key] is not None
+                and not isinstance(node[key], dict | list)
+                and (parent_key == "headers" or _SECRET_KEY.search(str(key)))
+                else redact_secrets(node[key], str(key))
+            )
+            for key in node
+        }
+    if isinstance(node, list):
+        return [redact_secrets(item, parent_key) for item in node]
+    return node

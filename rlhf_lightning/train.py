@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lightning.builders import RunContext
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.rundir import write_metrics_json
+from rlhf_lightning.rundir import redact_secrets, write_metrics_json
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     # is the resolved config, and runs started from Python get the same file.
     path = run_dir / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact_secrets(resolved))))
 
 
 def _drop_advert(record: logging.LogRecord) -> bool:
