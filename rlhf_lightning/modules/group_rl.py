@@ -18,8 +18,6 @@ from rlhf_lightning.rollout import SamplingConfig, generate_rollout
 
 
 class GroupRLModule(OnlineRLModule):
-    checkpoint_key = "group_rl"
-
     """GRPO (`config.algorithm="grpo"`) or RLOO (`"rloo"`): G samples per prompt.
 
     Args:
@@ -33,6 +31,8 @@ class GroupRLModule(OnlineRLModule):
         total_iterations: stop after this many rollouts.
         samples_path / sample_every: sample records, as in PPO.
     """
+
+    checkpoint_key = "group_rl"
 
     def __init__(
         self,
@@ -48,19 +48,20 @@ class GroupRLModule(OnlineRLModule):
         samples_path: Path | None = None,
         sample_every: int = 10,
     ) -> None:
-        super().__init__()
-        self.policy = policy
-        self.reference = reference
-        self.reward = reward
-        self.tokenizer = tokenizer
+        super().__init__(
+            policy,
+            reference,
+            reward,
+            tokenizer,
+            sampling,
+            optimizer,
+            scheduler,
+            max_grad_norm=config.max_grad_norm,
+            total_iterations=total_iterations,
+            samples_path=samples_path,
+            sample_every=sample_every,
+        )
         self.config = config
-        self.sampling = sampling
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.total_iterations = total_iterations
-        self.samples_path = samples_path
-        self.sample_every = sample_every
-        self.max_grad_norm = config.max_grad_norm
         self.core = GroupCore(policy, reference, config)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:

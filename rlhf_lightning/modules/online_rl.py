@@ -17,33 +17,60 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.modules.guards import NonFiniteGuard
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.modules.ppo_core import iteration_metrics
-from rlhf_lightning.rollout import RolloutBatch
+from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rollout import RolloutBatch, SamplingConfig
 from rlhf_lightning.rollout.compare import append_rows, compare_with_reference
 
 
 class OnlineRLModule(L.LightningModule):
-    """Base of the rollout-based stages; subclasses set the attributes below in `__init__`.
+    """Base of the rollout-based stages (PPO, GRPO, RLOO): what they hold and do alike.
 
-    Attributes:
+    Args / attributes:
         policy / reference / reward / tokenizer / sampling: what rollouts use (reference may
             be None where the algorithm holds none).
+        optimizer / scheduler: factories (Hydra `_partial_`), kept as `optimizer_factory` and
+            `scheduler_factory` for `configure_optimizers`.
         max_grad_norm: gradient clipping for each optimizer step; None disables.
         total_iterations: stop after this many rollouts (None: the Trainer's limits).
         samples_path / sample_every: where and how often sample rows are appended.
         checkpoint_key: the checkpoint entry holding the iteration (and `extra_state()`).
     """
 
-    max_grad_norm: float | None = None
-    total_iterations: int | None = None
-    samples_path: Path | None = None
-    sample_every: int = 10
     checkpoint_key: str = "online_rl"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        policy: nn.Module,
+        reference: Reference | None,
+        reward: RewardSource,
+        tokenizer: PreTrainedTokenizerBase,
+        sampling: SamplingConfig,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        max_grad_norm: float | None,
+        total_iterations: int | None = None,
+        samples_path: Path | None = None,
+        sample_every: int = 10,
+    ) -> None:
         super().__init__()
+        self.policy = policy
+        self.reference = reference
+        self.reward = reward
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.max_grad_norm = max_grad_norm
+        self.total_iterations = total_iterations
+        self.samples_path = samples_path
+        self.sample_every = sample_every
         self.automatic_optimization = False
         self.iteration = 0
         self._phase_seconds: dict[str, float] = {}

@@ -18,8 +18,6 @@ from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollou
 
 
 class PPOModule(OnlineRLModule):
-    checkpoint_key = "ppo"
-
     """Rollout → evaluation → optimisation, one PPO iteration per batch of prompts.
 
     Args:
@@ -36,6 +34,8 @@ class PPOModule(OnlineRLModule):
         total_iterations: stop after this many PPO iterations (None: the Trainer's limits).
     """
 
+    checkpoint_key = "ppo"
+
     def __init__(
         self,
         policy: nn.Module,
@@ -51,20 +51,21 @@ class PPOModule(OnlineRLModule):
         critic: nn.Module | None = None,
         total_iterations: int | None = None,
     ) -> None:
-        super().__init__()
-        self.policy = policy
-        self.reference = reference
-        self.reward = reward
-        self.tokenizer = tokenizer
+        super().__init__(
+            policy,
+            reference,
+            reward,
+            tokenizer,
+            sampling,
+            optimizer,
+            scheduler,
+            max_grad_norm=config.max_grad_norm,
+            total_iterations=total_iterations,
+            samples_path=samples_path,
+            sample_every=sample_every,
+        )
         self.config = config
-        self.sampling = sampling
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.samples_path = samples_path
-        self.sample_every = sample_every
         self.critic = critic
-        self.total_iterations = total_iterations
-        self.max_grad_norm = config.max_grad_norm
         self.core = PPOCore(policy, reference, config, critic=critic)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
