@@ -144,6 +144,10 @@ def _read_file(file: Path, path: str) -> datasets.Dataset:
             f"data.path={path}: unknown file type '{file.suffix}'. "
             f"Fix: {_FIX_LOCAL} (the extension picks the reader)."
         )
+    if file.stat().st_size == 0:
+        raise DataError(
+            f"data.path={path}: {file} is empty. Fix: point data.path at a file with rows."
+        )
     try:
         if reader == "text":
             return _read_lines(file)

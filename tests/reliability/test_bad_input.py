@@ -1,0 +1,146 @@
+"""Malformed input: each case gives one message naming the file/row/prompt and the fix.
+
+The table below is the contract users see; each row builds the bad input, runs the component a
+stage would run, and checks the message (never a bare traceback from deep inside).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlhf_lightning.data import PreferenceDataModule, SFTDataModule
+from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.errors import DataError, RewardError
+from rlhf_lightning.rewards import CallableReward
+
+
+def _jsonl(path: Path, rows: list) -> str:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return str(path)
+
+
+def _latin1(path: Path, rows: list) -> str:
+    path.write_bytes("caf\xe9 au lait\nfine line\n".encode("latin-1"))
+    return str(path)
+
+
+OK = {"text": "a fine row"}
+PAIR = {"prompt": "p", "chosen": "a", "rejected": "b"}
+
+# name: (DataModule, file name, rows or writer, expected message pieces)
+DATA_CASES = {
+    "missing file": (SFTDataModule, None, None, ["nope.jsonl: file not found", "Fix:"]),
+    "malformed JSON line": (
+        SFTDataModule,
+        "bad.jsonl",
+        ['{"text": "ok"}', '{"text": '],
+        ["bad.jsonl as json", "one object per line"],
+    ),
+    "empty file": (SFTDataModule, "empty.jsonl", [], ["empty.jsonl is empty", "Fix:"]),
+    "non-UTF-8 bytes": (
+        SFTDataModule,
+        "latin1.txt",
+        _latin1,
+        ["can't decode byte 0xe9", "valid text (UTF-8"],
+    ),
+    "no usable column": (
+        SFTDataModule,
+        "nocol.jsonl",
+        [{"body": "x"}] * 4,
+        ["cannot tell the data format", "data.columns.text=body"],
+    ),
+    "wrong type": (
+        SFTDataModule,
+        "type.jsonl",
+        [OK] * 3 + [{"text": 5}],
+        ["row 3, column 'text'", "got int 5", "drop or repair"],
+    ),
+    "empty text": (
+        SFTDataModule,
+        "blank.jsonl",
+        [OK] * 3 + [{"text": "  "}],
+        ["row 3, column 'text'", "non-empty string"],
+    ),
+    "chat without an assistant turn": (
+        SFTDataModule,
+        "chat.jsonl",
+        [{"messages": [{"role": "wizard", "content": "x"}]}] * 3,
+        ["row 0, column 'messages'", "no message has role 'assistant'"],
+    ),
+    "pairs missing a side": (
+        PreferenceDataModule,
+        "pairs.jsonl",
+        [{"prompt": "p", "chosen": "a"}] * 4,
+        ["column 'rejected' not found", "data.columns.rejected="],
+    ),
+    "pair with a null side": (
+        PreferenceDataModule,
+        "null.jsonl",
+        [PAIR] * 3 + [{**PAIR, "chosen": None}],
+        ["row 3, column 'chosen'", "NoneType None"],
+    ),
+    "non-text prompt": (
+        PromptDataModule,
+        "prompts.jsonl",
+        [{"prompt": "a"}, {"prompt": 3}],
+        ["row 1 has a non-text 'prompt'", "Fix:"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(DATA_CASES))
+def test_malformed_data_names_the_problem_and_the_fix(name, tmp_path, tokenizer):
+    module_cls, filename, rows, expected = DATA_CASES[name]
+    if filename is None:
+        path = str(tmp_path / "nope.jsonl")
+    elif callable(rows):
+        path = rows(tmp_path / filename, [])
+    else:
+        path = _jsonl(tmp_path / filename, rows)
+    module = (
+        module_cls(path=path)
+        if module_cls is PromptDataModule
+        else module_cls(tokenizer=tokenizer, path=path)
+    )
+    with pytest.raises(DataError) as err:
+        module.setup()
+    message = str(err.value)
+    assert f"data.path={path}" in message
+    for piece in expected:
+        assert piece in message, message
+
+
+def _raises(prompts, completions, **columns):
+    raise ValueError("scoring server down")
+
+
+def _too_short(prompts, completions, **columns):
+    return [1.0]
+
+
+def _nan(prompts, completions, **columns):
+    return [float("nan")] * len(completions)
+
+
+def _text(prompts, completions, **columns):
+    return ["good"] * len(completions)
+
+
+REWARD_CASES = {
+    "reward function raises": (_raises, ["raised ValueError: scoring server down", "Fix:"]),
+    "wrong shape": (_too_short, ["shape (1,) for 2 completions", "shape (2,)"]),
+    "NaN reward": (_nan, ["index 0 (prompt 'a') is not finite", "Fix:"]),
+    "not a number": (_text, ["index 0 (prompt 'a') is 'good' (str)", "return a float"]),
+}
+
+
+@pytest.mark.parametrize("name", list(REWARD_CASES))
+def test_bad_reward_functions_name_the_prompt_and_the_fix(name):
+    function, expected = REWARD_CASES[name]
+    with pytest.raises(RewardError) as err:
+        CallableReward(function)(["a", "b"], ["x", "y"])
+    for piece in expected:
+        assert piece in str(err.value), str(err.value)
