@@ -30,6 +30,7 @@ class GroupRLModule(OnlineRLModule):
         optimizer / scheduler: factories (Hydra `_partial_`).
         total_iterations: stop after this many rollouts.
         samples_path / sample_every: sample records, as in PPO.
+        max_consecutive_bad_steps: non-finite updates in a row before the run stops.
     """
 
     checkpoint_key = "group_rl"
@@ -47,6 +48,7 @@ class GroupRLModule(OnlineRLModule):
         total_iterations: int | None = None,
         samples_path: Path | None = None,
         sample_every: int = 10,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__(
             policy,
@@ -60,6 +62,7 @@ class GroupRLModule(OnlineRLModule):
             total_iterations=total_iterations,
             samples_path=samples_path,
             sample_every=sample_every,
+            max_consecutive_bad_steps=max_consecutive_bad_steps,
         )
         self.config = config
         self.core = GroupCore(policy, reference, config)

@@ -40,6 +40,7 @@ class OnlineRLModule(L.LightningModule):
         max_grad_norm: gradient clipping for each optimizer step; None disables.
         total_iterations: stop after this many rollouts (None: the Trainer's limits).
         samples_path / sample_every: where and how often sample rows are appended.
+        max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
         checkpoint_key: the checkpoint entry holding the iteration (and `extra_state()`).
     """
 
@@ -58,6 +59,7 @@ class OnlineRLModule(L.LightningModule):
         total_iterations: int | None = None,
         samples_path: Path | None = None,
         sample_every: int = 10,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
         self.policy = policy
@@ -75,7 +77,7 @@ class OnlineRLModule(L.LightningModule):
         self.iteration = 0
         self._phase_seconds: dict[str, float] = {}
         # Non-finite gradients (from a NaN loss, reward or advantage) skip that step.
-        self.guard = NonFiniteGuard()
+        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -32,6 +32,7 @@ class PPOModule(OnlineRLModule):
         sample_every: iterations between sample records.
         critic: a separate value model (`ValueModel`); None uses the policy's value head.
         total_iterations: stop after this many PPO iterations (None: the Trainer's limits).
+        max_consecutive_bad_steps: non-finite updates in a row before the run stops.
     """
 
     checkpoint_key = "ppo"
@@ -50,6 +51,7 @@ class PPOModule(OnlineRLModule):
         sample_every: int = 10,
         critic: nn.Module | None = None,
         total_iterations: int | None = None,
+        max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__(
             policy,
@@ -63,6 +65,7 @@ class PPOModule(OnlineRLModule):
             total_iterations=total_iterations,
             samples_path=samples_path,
             sample_every=sample_every,
+            max_consecutive_bad_steps=max_consecutive_bad_steps,
         )
         self.config = config
         self.critic = critic

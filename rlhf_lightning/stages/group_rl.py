@@ -6,15 +6,14 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rlhf_lightning.builders import RunContext, build_model_spec, fit_and_checkpoint, plain
-from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.builders import RunContext, build_model_spec, plain
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import disable_dropout, export_model, load_model_and_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.modules.group_core import GroupRLConfig
 from rlhf_lightning.modules.group_rl import GroupRLModule
-from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.rollout import SamplingConfig
+from rlhf_lightning.stages.online import fit_online_rl
 
 
 def run_group_rl(ctx: RunContext) -> L.Trainer:
@@ -48,12 +47,9 @@ def run_group_rl(ctx: RunContext) -> L.Trainer:
         total_iterations=stage.iterations,
         samples_path=ctx.run_dir / "samples.jsonl",
         sample_every=stage.sample_every,
+        max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
     )
-    datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
-    module.guard = NonFiniteGuard(cfg.max_consecutive_bad_steps)
-    trainer = fit_and_checkpoint(ctx, module, datamodule)
-    if stage.compare_prompts and trainer.is_global_zero:
-        module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)
+    trainer = fit_online_rl(ctx, module)
     if cfg.export.enabled:
         export_model(policy, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer

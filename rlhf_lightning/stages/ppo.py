@@ -8,16 +8,15 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from rlhf_lightning.builders import RunContext, build_model_spec, fit_and_checkpoint, plain
-from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.builders import RunContext, build_model_spec, plain
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import disable_dropout, export_model, load_model_and_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.models.value_head import CausalLMWithValueHead, ValueModel
-from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.modules.ppo import PPOModule
 from rlhf_lightning.modules.ppo_core import PPOConfig
 from rlhf_lightning.rollout import SamplingConfig
+from rlhf_lightning.stages.online import fit_online_rl
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,11 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         scheduler=instantiate(cfg.scheduler),
         samples_path=ctx.run_dir / "samples.jsonl",
         sample_every=stage.sample_every,
+        max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
         critic=critic,
         total_iterations=stage.iterations,
     )
-    datamodule = PromptDataModule(dataset=ctx.dataset, **plain(cfg.data))
-    module.guard = NonFiniteGuard(cfg.max_consecutive_bad_steps)
-    trainer = fit_and_checkpoint(ctx, module, datamodule)
-    if stage.compare_prompts and trainer.is_global_zero:
-        module.write_comparison(datamodule.first_batch(stage.compare_prompts), seed=cfg.seed)
+    trainer = fit_online_rl(ctx, module)
     if cfg.export.enabled:
         policy_dir = ctx.run_dir / "model"
         policy.save_pretrained(policy_dir)  # the LM (or adapter) plus value_head.safetensors
