@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,35 @@ def fit_and_checkpoint(
         trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
     except SIGTERMException as err:
         raise _interrupted(trainer, ctx.run_dir) from err
+    except pickle.UnpicklingError as err:
+        # torch.load(weights_only=True) refused a Python object: nothing from the file ran.
+        raise ConfigError(
+            f"ckpt_path={ctx.cfg.ckpt_path}: not loaded, the file holds Python objects other "
+            "than tensors and plain values, and unpickling them could run code from it "
+            f"({_refused_global(err)}). Fix: resume from a last.ckpt "
+            "written by rlhf_lightning, or re-save the checkpoint's state dicts with plain "
+            "values."
+        ) from err
+    except RuntimeError as err:
+        if ctx.cfg.ckpt_path is None or "PytorchStreamReader" not in str(err):
+            raise
+        raise ConfigError(
+            f"ckpt_path={ctx.cfg.ckpt_path}: not a readable checkpoint (the file is cut short "
+            "or is not a torch checkpoint). Fix: resume from another checkpoint, e.g. the "
+            "previous periodic one in <run_dir>/checkpoints/."
+        ) from err
     trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
     interval = trainer.val_check_interval
     # Validate once more when the last scheduled validation did not see the final weights.
     if isinstance(interval, int) and trainer.global_step % interval != 0:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     return trainer
+
+
+def _refused_global(err: pickle.UnpicklingError) -> str:
+    """The line of torch's refusal naming the Python object it would not load."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")[:200]
 
 
 def _interrupted(trainer: L.Trainer, run_dir: Path) -> RunInterrupted:

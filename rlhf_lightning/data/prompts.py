@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any
 
 import datasets
 import lightning as L
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.base import resumable_loader
 from rlhf_lightning.data.demo_prompts import demo_prompts
 from rlhf_lightning.data.loading import DEMO, load_table
 from rlhf_lightning.data.sft import in_memory_splits
 from rlhf_lightning.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+class PromptTruncationWarning(UserWarning):
+    """Prompts longer than `data.max_prompt_tokens` were cut to their last tokens."""
 
 
 class PromptDataModule(L.LightningDataModule):
@@ -29,6 +38,10 @@ class PromptDataModule(L.LightningDataModule):
         num_prompts: for `demo`, how many distinct openings; otherwise caps the rows.
         opening_words: for `demo`, words per opening.
         seed: seeds the sampling order.
+        max_prompt_tokens: prompts longer than this (in tokens of `tokenizer`, BOS not
+            counted) keep their last `max_prompt_tokens` tokens, the part the response
+            continues; one warning gives the count and the first such row. None: no limit.
+        tokenizer: the policy's tokenizer, needed for `max_prompt_tokens`.
         dataset: an in-memory `datasets.Dataset` instead of `path`.
     """
 
@@ -41,6 +54,8 @@ class PromptDataModule(L.LightningDataModule):
         num_prompts: int | None = 4096,
         opening_words: int = 3,
         seed: int = 0,
+        max_prompt_tokens: int | None = None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
         super().__init__()
@@ -51,8 +66,11 @@ class PromptDataModule(L.LightningDataModule):
         self.num_prompts = num_prompts
         self.opening_words = opening_words
         self.seed = seed
+        self.max_prompt_tokens = max_prompt_tokens
+        self.tokenizer = tokenizer
         self.dataset = dataset
         self.rows: datasets.Dataset | None = None
+        self.truncated_prompts = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.rows is not None:
@@ -77,7 +95,36 @@ class PromptDataModule(L.LightningDataModule):
                 f"data.path={self.path}: row {bad[0]} has a non-text '{self.prompt_column}'. "
                 "Fix: every prompt must be a string."
             )
-        self.rows = rows
+        self.rows = self._truncate_long_prompts(rows)
+
+    def _truncate_long_prompts(self, rows: datasets.Dataset) -> datasets.Dataset:
+        """Cut prompts over `max_prompt_tokens` to their last tokens; warn once with the count."""
+        limit, tokenizer = self.max_prompt_tokens, self.tokenizer
+        if limit is None or tokenizer is None or len(rows) == 0:
+            return rows
+        prompts = list(rows[self.prompt_column])
+        ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        long_rows = [i for i, row_ids in enumerate(ids) if len(row_ids) > limit]
+        self.truncated_prompts = len(long_rows)
+        if not long_rows:
+            return rows
+        first = long_rows[0]
+        message = (
+            f"data.path={self.path}: {len(long_rows)} of {len(rows)} prompts are longer than "
+            f"data.max_prompt_tokens={limit} tokens (the first is row {first}, "
+            f"{len(ids[first])} tokens); each keeps its last {limit} tokens. Fix: raise "
+            "data.max_prompt_tokens (the policy's context must hold prompt + response) or "
+            "shorten those prompts."
+        )
+        warnings.warn(message, PromptTruncationWarning, stacklevel=2)
+        log.warning(message)
+        shortened = {i: tokenizer.decode(ids[i][-limit:]) for i in long_rows}
+        column = self.prompt_column
+
+        def cut(row: dict[str, Any], index: int) -> dict[str, Any]:
+            return {column: shortened.get(index, row[column])}
+
+        return rows.map(cut, with_indices=True, load_from_cache_file=False)
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call setup() first"

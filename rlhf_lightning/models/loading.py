@@ -178,6 +178,14 @@ def load_pretrained(
             **extra,
         )
     except (OSError, ValueError) as err:
+        if "custom code" in str(err):
+            # transformers refused before importing anything from the checkpoint.
+            raise ModelError(
+                f"model.name_or_path={name_or_path}: the checkpoint ships its own model code, "
+                "which is not run unless asked for. Fix: read the .py files it ships; if you "
+                "trust them, set model.trust_remote_code=true (reward.trust_remote_code=true "
+                "for a reward model)."
+            ) from err
         raise ModelError(
             f"model.name_or_path={name_or_path}: cannot load a causal LM "
             f"({err.__class__.__name__}: {str(err).splitlines()[0]}). Fix: point it at a "

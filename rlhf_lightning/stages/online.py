@@ -11,7 +11,9 @@ from rlhf_lightning.modules.online_rl import OnlineRLModule
 
 def fit_online_rl(ctx: RunContext, module: OnlineRLModule) -> L.Trainer:
     """Fit `module` on the configured prompts, then write the before/after comparison rows."""
-    datamodule = PromptDataModule(dataset=ctx.dataset, **plain(ctx.cfg.data))
+    datamodule = PromptDataModule(
+        dataset=ctx.dataset, tokenizer=module.tokenizer, **plain(ctx.cfg.data)
+    )
     trainer = fit_and_checkpoint(ctx, module, datamodule)
     compare_prompts = ctx.cfg.stage.compare_prompts
     if compare_prompts and trainer.is_global_zero:

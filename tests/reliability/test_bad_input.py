@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_lightning.data import PreferenceDataModule, SFTDataModule
-from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.data.prompts import PromptDataModule, PromptTruncationWarning
 from rlhf_lightning.errors import DataError, RewardError
 from rlhf_lightning.rewards import CallableReward
 
@@ -144,3 +144,30 @@ def test_bad_reward_functions_name_the_prompt_and_the_fix(name):
         CallableReward(function)(["a", "b"], ["x", "y"])
     for piece in expected:
         assert piece in str(err.value), str(err.value)
+
+
+def test_over_long_prompts_are_cut_to_their_last_tokens_with_one_warning(tmp_path, tokenizer):
+    long_prompt = " ".join(f"word{i}" for i in range(200))
+    path = _jsonl(tmp_path / "long.jsonl", [{"prompt": "short"}, {"prompt": long_prompt}] * 2)
+    module = PromptDataModule(path=path, max_prompt_tokens=16, tokenizer=tokenizer)
+    with pytest.warns(PromptTruncationWarning) as caught:
+        module.setup()
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert f"data.path={path}: 2 of 4 prompts are longer than data.max_prompt_tokens=16" in message
+    assert "the first is row 1" in message and "Fix: raise data.max_prompt_tokens" in message
+    assert module.truncated_prompts == 2
+    prompts = list(module.rows["prompt"])
+    assert prompts[0] == "short"
+    cut = tokenizer(prompts[1], add_special_tokens=False)["input_ids"]
+    assert len(cut) <= 16
+    assert prompts[1].endswith("word199")  # the end, which the response continues, is kept
+
+
+def test_prompts_within_the_limit_are_untouched(tmp_path, tokenizer, recwarn):
+    path = _jsonl(tmp_path / "ok.jsonl", [{"prompt": "a short prompt"}] * 3)
+    module = PromptDataModule(path=path, max_prompt_tokens=16, tokenizer=tokenizer)
+    module.setup()
+    assert module.truncated_prompts == 0
+    assert list(module.rows["prompt"]) == ["a short prompt"] * 3
+    assert not [w for w in recwarn if issubclass(w.category, PromptTruncationWarning)]

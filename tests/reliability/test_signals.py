@@ -91,3 +91,23 @@ def test_sigkill_mid_run_resumes_from_the_last_periodic_checkpoint(tmp_path):
 
     summary = _resume_to(run_dir, ckpt, saved + 6)
     assert summary["global_step"] == saved + 6
+
+
+def test_ctrl_c_saves_a_checkpoint_and_names_it(tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(
+        _cli(run_dir, *LONG_RUN, "checkpoint.every_n_steps=3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(ckpt.exists, process)
+    first_saved = _saved_step(ckpt)
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "SIGINT stopped the run at step" in stderr and f"ckpt_path={ckpt}" in stderr
+    assert _saved_step(ckpt) >= first_saved  # saved on the way out, never older than before
+    assert not (run_dir / "model").exists()
