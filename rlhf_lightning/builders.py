@@ -14,14 +14,17 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from rlhf_lightning.callbacks import CheckpointOnInterrupt, RunProgressBar
+from rlhf_lightning.callbacks.ranks import RanksAgree
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.models import ModelSpec
 from rlhf_lightning.rundir import checkpoint_path
+from rlhf_lightning.strategies import build_strategy, strategy_name
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,10 @@ def build_model_spec(cfg: DictConfig) -> ModelSpec:
     return spec
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = None) -> L.Trainer:
     """A Lightning Trainer with the run-directory loggers and checkpointing wired in.
+
+    `module` lets an FSDP preset (`wrap: decoder_layers`) find the model's decoder layer classes.
 
     Checkpoints also carry the RNG states and the position in an unfinished epoch
     (`ResumeState`); with `interrupt_at` set the fit stops there as if interrupted, to be
@@ -62,6 +67,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
         )
     )
     callbacks.append(ResumeState())
+    callbacks.append(RanksAgree())
     if cfg.get("interrupt_at") is not None:
         callbacks.append(InterruptAt(int(cfg.interrupt_at)))
     if cfg.trainer.get("enable_progress_bar", True) and not any(
@@ -71,7 +77,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.stage.name}-{run_dir.name}")
     log_config(loggers, cfg)
     trainer_args = plain(cfg.trainer)
-    if str(trainer_args.get("strategy", "auto")).startswith(("auto", "ddp", "single")):
+    # A name passes through; a mapping (trainer=fsdp|deepspeed_zero2|deepspeed_zero3) becomes
+    # Lightning's FSDPStrategy / DeepSpeedStrategy (rlhf_lightning/strategies.py).
+    trainer_args["strategy"] = build_strategy(
+        cfg.trainer.strategy, model=module, accelerator=cfg.trainer.get("accelerator")
+    )
+    if strategy_name(cfg.trainer.strategy).startswith(("auto", "ddp", "single")):
         # One full checkpoint file: written beside its target and renamed into place. (FSDP and
         # DeepSpeed write sharded checkpoints with their own IO.)
         trainer_args["plugins"] = [*(trainer_args.get("plugins") or []), AtomicCheckpointIO()]
@@ -91,7 +102,7 @@ def fit_and_checkpoint(
     With ``stage.validate_at_start`` a fresh run validates the initial weights first, so the
     metrics start at step 0 (the starting point every curve and summary table compares with).
     """
-    trainer = build_trainer(ctx.cfg, ctx.run_dir)
+    trainer = build_trainer(ctx.cfg, ctx.run_dir, module)
     if ctx.cfg.stage.get("validate_at_start") and ctx.cfg.ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     try:

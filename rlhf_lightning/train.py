@@ -90,6 +90,9 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
         trainer = STAGES[stage](RunContext(cfg=cfg, run_dir=run_dir, dataset=dataset))
     finally:
         _finish_wandb_run()
+    if not trainer.is_global_zero:
+        # Other data-parallel ranks: rank 0 writes metrics.json and the report.
+        return {"stage": stage, "global_step": trainer.global_step, "metrics": {}}
     summary = write_metrics_json(
         run_dir, stage, trainer.global_step, time.perf_counter() - start, {"run_dir": str(run_dir)}
     )

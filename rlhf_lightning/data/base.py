@@ -3,6 +3,12 @@
 Also the resumable training loader every DataModule uses: `ResumableDataLoader` over an
 `EpochSampler`, whose order in each epoch is a pure function of (seed, epoch) and whose position
 in the epoch travels in the checkpoint.
+
+Data parallel: the samplers read the rank and world size from `torch.distributed` when they
+are iterated, so Lightning's own distributed sampler is turned off (`use_distributed_sampler:
+false` in conf/trainer/default.yaml). Each global batch (`batch_size` x world size rows of the
+epoch's order) is cut into one contiguous slice per rank: the rows two processes train on in a
+step are the rows one process with the doubled batch trains on.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+from rlhf_lightning.distributed import rank_and_world
 
 # Carries each row's index in its original split through sampling and splitting, so that
 # validation errors point at the row the user can find in their file.
@@ -91,11 +99,14 @@ class TokenizedDataModule(L.LightningDataModule):
         )
         return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
 
-    def _loader(self, dataset: datasets.Dataset, batch_size: int) -> DataLoader:
-        """An ordered loader (validation, scoring passes)."""
+    def _loader(
+        self, dataset: datasets.Dataset, batch_size: int, shard: bool = False
+    ) -> DataLoader:
+        """An ordered loader (validation, scoring passes); `shard`: this rank's rows only."""
         return DataLoader(
             dataset,
             batch_size=batch_size,
+            sampler=ShardSampler(len(dataset)) if shard else None,
             collate_fn=self._collate_fn(),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -120,6 +131,33 @@ class TokenizedDataModule(L.LightningDataModule):
         return dataset
 
 
+def rank_slice(order: torch.Tensor, batch_size: int, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of an epoch order, global batch by global batch.
+
+    Global batch k is ``order[k*world*batch_size : (k+1)*world*batch_size]``; rank r takes its
+    r-th contiguous slice of `batch_size` rows. A final partial global batch of R rows is dealt
+    out round-robin (rank r takes rows r, r + world, ...) when every rank gets at least one
+    row, and dropped otherwise, so that every rank sees the same number of batches.
+
+    Args:
+        order: the epoch's row order. Shape: (N,).
+        batch_size: rows per batch on one rank.
+        rank / world: this process's rank and the number of processes.
+
+    Returns:
+        This rank's indices, in the order its batches are drawn. Shape: (<= ceil(N / world),).
+    """
+    if world == 1:
+        return order
+    span = batch_size * world
+    full = len(order) // span
+    shares = order[: full * span].view(full, world, batch_size)[:, rank].reshape(-1)
+    rest = order[full * span :]
+    if len(rest) >= world:
+        shares = torch.cat([shares, rest[rank::world]])
+    return shares
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit seed for one epoch of a run seeded with `seed`."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint64)[0] >> 1)
@@ -129,18 +167,21 @@ class EpochSampler(Sampler[int]):
     """Dataset indices in an order that depends only on (seed, epoch), from a start offset.
 
     `ResumableDataLoader` sets `epoch` and `start` before each pass; skipping happens here, on
-    indices, so batches skipped on resume are never loaded or collated.
+    indices, so batches skipped on resume are never loaded or collated. In a distributed run
+    each rank yields its `rank_slice` of the epoch's order.
 
     Args:
         num_rows: dataset length.
         seed: the run's data seed.
         shuffle: a seeded permutation per epoch; False keeps dataset order.
+        batch_size: rows per batch on one rank (cuts the order into global batches).
     """
 
-    def __init__(self, num_rows: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, num_rows: int, seed: int, shuffle: bool = True, batch_size: int = 1) -> None:
         self.num_rows = num_rows
         self.seed = seed
         self.shuffle = shuffle
+        self.batch_size = batch_size
         self.epoch = 0
         self.start = 0  # indices of this epoch already consumed (a multiple of the batch size)
 
@@ -152,11 +193,37 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.num_rows, generator=generator)
 
     def __iter__(self) -> Iterator[int]:
-        yield from self.order(self.epoch)[self.start :].tolist()
+        rank, world = rank_and_world()
+        mine = rank_slice(self.order(self.epoch), self.batch_size, rank, world)
+        yield from mine[self.start :].tolist()
 
     def __len__(self) -> int:
         # The full epoch: DataLoader.__len__ (batches per epoch) must not shrink on resume.
-        return self.num_rows
+        rank, world = rank_and_world()
+        return len(rank_slice(torch.arange(self.num_rows), self.batch_size, rank, world))
+
+
+class ShardSampler(Sampler[int]):
+    """In-order indices of this rank's contiguous shard (validation, evaluation passes).
+
+    Shards differ in size by at most one row and nothing is repeated, so metrics that sum over
+    ranks (torchmetrics) count every row exactly once.
+    """
+
+    def __init__(self, num_rows: int) -> None:
+        self.num_rows = num_rows
+
+    def _bounds(self) -> tuple[int, int]:
+        rank, world = rank_and_world()
+        return rank * self.num_rows // world, (rank + 1) * self.num_rows // world
+
+    def __iter__(self) -> Iterator[int]:
+        start, stop = self._bounds()
+        yield from range(start, stop)
+
+    def __len__(self) -> int:
+        start, stop = self._bounds()
+        return stop - start
 
 
 class ResumableDataLoader(DataLoader):
@@ -239,7 +306,7 @@ def resumable_loader(
     return ResumableDataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed, shuffle),
+        sampler=EpochSampler(len(dataset), seed, shuffle, batch_size),
         drop_last=drop_last,
         collate_fn=collate_fn,
         num_workers=num_workers,

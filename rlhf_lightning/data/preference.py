@@ -148,7 +148,7 @@ class PreferenceDataModule(TokenizedDataModule):
         self._ready(self.train_dataset)
         if self.val_dataset is None:
             return []  # Lightning skips validation when there is no loader
-        return self._loader(self.val_dataset, self.eval_batch_size)
+        return self._loader(self.val_dataset, self.eval_batch_size, shard=True)
 
     def add_reference_logps(
         self, compute: Callable[[DataLoader], tuple[torch.Tensor, torch.Tensor]]

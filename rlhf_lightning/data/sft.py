@@ -123,7 +123,7 @@ class SFTDataModule(TokenizedDataModule):
         self._ready(self.train_dataset)
         if self.val_dataset is None:
             return []  # Lightning skips validation when there is no loader
-        return self._loader(self.val_dataset, self.eval_batch_size)
+        return self._loader(self.val_dataset, self.eval_batch_size, shard=True)
 
     def target_tokens(self, split: str = "train") -> torch.Tensor:
         """All target token ids of a split, flattened (for the unigram perplexity baseline).

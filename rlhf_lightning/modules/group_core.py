@@ -19,6 +19,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rlhf_lightning.distributed import all_reduce_sum, over_global_batch, rank_and_world
 from rlhf_lightning.functional import (
     aggregate_loss,
     group_advantages,
@@ -132,10 +133,16 @@ class GroupCore:
         if ref is not None:
             sequence_kl = torch.where(response_mask, old - ref, 0.0).sum(1)  # k1, sequence level
         if cfg.algorithm == "grpo":
-            advantages = group_advantages(scores, cfg.group_size, cfg.scale_rewards)
+            # Groups never span ranks (each rank samples whole groups); a batch-wide scale
+            # is taken over every rank's rows.
+            advantages = over_global_batch(
+                lambda x: group_advantages(x, cfg.group_size, cfg.scale_rewards), scores
+            )
         else:
             penalised = scores - cfg.beta * sequence_kl
-            advantages = rloo_advantages(penalised, cfg.group_size, cfg.normalize_advantages)
+            advantages = over_global_batch(
+                lambda x: rloo_advantages(x, cfg.group_size, cfg.normalize_advantages), penalised
+            )
         loss_mask = response_mask
         if cfg.mask_truncated:
             loss_mask = response_mask & rollout.contains_stop[:, None]
@@ -194,7 +201,10 @@ class GroupCore:
             )
         # dapo normalises by the tokens of the whole generation batch (ALGORITHMS.md §4); each
         # minibatch is its own optimizer step here, so it takes its share of that count.
-        num_items = float(exp.loss_mask.sum().clamp_min(1))
+        # Data parallel: each rank divides by its share of the global count, so the gradient
+        # DDP averages is the one of the whole batch.
+        _, world = rank_and_world()
+        num_items = float(all_reduce_sum(exp.loss_mask.sum()).clamp_min(1)) / world
         all_stats = []
         for _ in range(cfg.num_iterations):
             for rows in torch.randperm(n, generator=generator).split(n // cfg.num_minibatches):

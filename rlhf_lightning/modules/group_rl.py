@@ -83,6 +83,7 @@ class GroupRLModule(OnlineRLModule):
                 prompts=prompts,
                 config=self.sampling,
                 generator_seed=seed,
+                row_keys=self.rollout_row_keys(len(prompts)),
             ).to(self.device)
         with self.phase("scoring"):  # 2. evaluation
             scores = self.reward(rollout.prompts, rollout.completions, **columns).to(self.device)

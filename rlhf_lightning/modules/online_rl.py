@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.modules.guards import NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
@@ -98,7 +99,8 @@ class OnlineRLModule(L.LightningModule):
         A non-finite score would reach the advantages, the running reward statistics and the
         KL controller; the whole iteration is dropped instead.
         """
-        if bool(torch.isfinite(scores).all()):
+        # Decided over every rank's scores: all ranks drop the iteration or none does.
+        if not bool(all_reduce_sum((~torch.isfinite(scores)).sum())):
             return True
         self.guard.record_skip()
         self.log("train/skipped_steps", float(self.guard.skipped))
@@ -130,6 +132,11 @@ class OnlineRLModule(L.LightningModule):
         elapsed: float,
     ) -> None:
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        _, world = rank_and_world()
+        if world > 1 and scores.numel() > 0:
+            # Means of equal-sized shares average exactly across ranks (sync_dist below); the
+            # spread needs the rows themselves.
+            metrics["rollout/reward_std"] = gather_rows(scores.float())[0].std().cpu()
         # A weighted mix keeps each source's unweighted rewards: one curve per component.
         for name, values in getattr(self.reward, "last_components", {}).items():
             metrics[f"rollout/reward/{name}"] = values.float().mean()
@@ -138,7 +145,7 @@ class OnlineRLModule(L.LightningModule):
         for name, seconds in self._phase_seconds.items():
             metrics[f"perf/{name}_s"] = seconds
         self._phase_seconds = {}
-        self.log_dict(metrics)
+        self.log_dict(metrics, sync_dist=world > 1)
         self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
 
     def _record_samples(
@@ -147,6 +154,8 @@ class OnlineRLModule(L.LightningModule):
         """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
         if self.samples_path is None or self.iteration % self.sample_every:
             return
+        if not self.trainer.is_global_zero:
+            return  # rank 0's rows stand for the batch
         rows = [
             {
                 # The iteration: the `step` of this iteration's metrics.csv row.
@@ -197,6 +206,14 @@ class OnlineRLModule(L.LightningModule):
             kind="final_comparison",
         )
         return rows
+
+    def rollout_row_keys(self, rows: int) -> torch.Tensor:
+        """Each rollout row's index in the global batch (rank r holds [r*rows, (r+1)*rows)).
+
+        With keyed sampling these make a row's sample independent of how the batch is split
+        across processes (`rlhf_lightning.rollout.keyed_sampling`).
+        """
+        return torch.arange(rows) + self.global_rank * rows
 
     def rollout_seed(self, tag: str) -> int:
         """The sampling seed of this iteration's rollout: a pure function of (tag, iteration).

@@ -95,7 +95,12 @@ class PPOModule(OnlineRLModule):
         """Sample one response per prompt; the seed follows the iteration so resume is exact."""
         seed = hash((self.iteration, self.global_step)) % (2**31)
         rollout = generate_rollout(
-            self.policy, self.tokenizer, prompts=prompts, config=self.sampling, generator_seed=seed
+            self.policy,
+            self.tokenizer,
+            prompts=prompts,
+            config=self.sampling,
+            generator_seed=seed,
+            row_keys=self.rollout_row_keys(len(prompts)),
         )
         return rollout.to(self.device)
 

@@ -23,6 +23,12 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from rlhf_lightning.distributed import (
+    all_reduce_sum,
+    gather_rows,
+    over_global_batch,
+    rank_and_world,
+)
 from rlhf_lightning.functional import (
     AdaptiveKLController,
     FixedKLController,
@@ -155,7 +161,8 @@ class PPOCore:
         if cfg.missing_stop_penalty is not None:
             scores = torch.where(contains_stop, scores, scores - cfg.missing_stop_penalty)
         if cfg.score_scale or cfg.score_norm:
-            self.score_moments.update(scores)
+            # Every rank updates with the whole batch: identical running moments everywhere.
+            self.score_moments.update(gather_rows(scores)[0])
             std = self.score_moments.std + torch.finfo(scores.dtype).eps
             scores = (scores - self.score_moments.mean) / std if cfg.score_norm else scores / std
         if cfg.score_clip is not None:
@@ -185,9 +192,9 @@ class PPOCore:
         )
         rewards = shaped.rewards
         if cfg.whiten_rewards:
-            rewards = masked_whiten(rewards, response_mask, keep_mean=True)
+            rewards = over_global_batch(_whiten_keep_mean, rewards, response_mask)
         advantages, returns = gae(rewards, values, response_mask, cfg.gamma, cfg.lam)
-        advantages = masked_whiten(advantages, response_mask)
+        advantages = over_global_batch(masked_whiten, advantages, response_mask)
         return Experience(
             input_ids=ids,
             attention_mask=mask,
@@ -294,7 +301,11 @@ class PPOCore:
             all_stats.append(stats)
             end_of_epoch = (i + 1) % per_epoch == 0
             target = self.config.target_kl
-            if end_of_epoch and target is not None and stats["train/policy_kl"] > 1.5 * target:
+            if (
+                end_of_epoch
+                and target is not None
+                and _mean_over_ranks(stats["train/policy_kl"]) > 1.5 * target
+            ):
                 break  # early stop (classic TRL): the policy moved too far from the rollout
         return all_stats
 
@@ -303,8 +314,9 @@ class PPOCore:
         sequence_kl = (
             (exp.old_logprobs - exp.ref_logprobs).masked_fill(~exp.response_mask, 0.0).sum(1)
         )
+        sequence_kl = gather_rows(sequence_kl)[0]  # the controller sees the whole batch
         mean_kl = sequence_kl.mean()
-        self.kl_controller.update(float(mean_kl), exp.input_ids.shape[0])
+        self.kl_controller.update(float(mean_kl), sequence_kl.shape[0])
         return mean_kl
 
     def state_dict(self) -> dict:
@@ -316,6 +328,15 @@ class PPOCore:
     def load_state_dict(self, state: dict) -> None:
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.score_moments.load_state_dict(state["score_moments"])
+
+
+def _whiten_keep_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return masked_whiten(x, mask, keep_mean=True)
+
+
+def _mean_over_ranks(x: Tensor) -> float:
+    """The mean of a per-rank scalar over ranks: decisions every rank must take alike."""
+    return float(all_reduce_sum(x.detach().float().reshape(1))) / rank_and_world()[1]
 
 
 def iteration_metrics(

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torchmetrics import SumMetric
 
+from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
 from rlhf_lightning.functional import sft_loss
 from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
@@ -53,9 +54,19 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
         out = sft_loss(logits, batch["input_ids"], batch["loss_mask"])
-        self.log("train/loss", out.loss, prog_bar=True)
+        loss, logged = out.loss, out.loss.detach()
+        _, world = rank_and_world()
+        if world > 1:
+            # The mean over the global batch's target tokens: each rank divides its token sum by
+            # its share of the global count, and DDP's gradient average completes the mean.
+            nll_sum, tokens = all_reduce_sum(
+                torch.stack([logged * out.num_tokens, out.num_tokens.float()])
+            )
+            loss = out.loss * out.num_tokens * world / tokens
+            logged = nll_sum / tokens
+        self.log("train/loss", logged, prog_bar=True)
         self._log_throughput(batch)
-        return out.loss
+        return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch["input_ids"], batch["attention_mask"])

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import token_logprobs
 from rlhf_lightning.models.dropout import eval_mode
 from rlhf_lightning.rollout.batch import RolloutBatch
+from rlhf_lightning.rollout.keyed_sampling import KeyedSampler
 from rlhf_lightning.rollout.queries import (
     encode_prompts,
     left_pad,
@@ -154,6 +155,7 @@ def generate_rollout(
     query_mask: Tensor | None = None,
     prepend_bos: bool = True,
     return_logprobs: bool = False,
+    row_keys: Tensor | None = None,
 ) -> RolloutBatch:
     """Sample one response per query in a single batched ``generate`` call.
 
@@ -179,6 +181,10 @@ def generate_rollout(
             distribution, from ``generate``'s scores (logits / temperature after any top-k/top-p
             filtering). They equal :func:`~rlhf_lightning.rollout.logprobs.response_logprobs` at
             the same temperature when sampling is on-policy.
+        row_keys: One int key per row (e.g. its index in the global batch). With a
+            ``generator_seed``, each row's noise is then a function of (seed, key, step) alone
+            (``keyed_sampling``): the same answers whatever the batch composition or the number
+            of data-parallel processes. Shape (B,). None: one stream for the batch.
 
     Returns:
         A :class:`RolloutBatch` on the model's device. Shapes (B, Q) and (B, A) with
@@ -191,11 +197,27 @@ def generate_rollout(
     lm = getattr(model, "pretrained_model", model)
     device = next(lm.parameters()).device
     q_ids, q_mask = left_pad(rows, pad_id, device)
+    kwargs = config.generate_kwargs(stop_ids, pad_id)
+    keyed = None
+    if row_keys is not None and generator_seed is not None and config.do_sample:
+        keyed = KeyedSampler(
+            generator_seed,
+            torch.as_tensor(row_keys, device=device),
+            q_ids.shape[1],
+            config.temperature,
+            config.top_k,
+            config.top_p,
+            keep_warped=return_logprobs,
+        )
+        # Greedy over keyed-noisy scores is the sample; generate's warpers must stay off.
+        for name in ("temperature", "top_k", "top_p", "typical_p", "epsilon_cutoff", "eta_cutoff"):
+            kwargs.pop(name, None)
+        kwargs |= {"do_sample": False, "logits_processor": LogitsProcessorList([keyed])}
     with eval_mode(model), _seeded(device, generator_seed):
         out = lm.generate(
             input_ids=q_ids,
             attention_mask=q_mask.long(),
-            **config.generate_kwargs(stop_ids, pad_id),
+            **kwargs,
             output_scores=return_logprobs,
             return_dict_in_generate=return_logprobs,
         )
@@ -204,9 +226,10 @@ def generate_rollout(
     cut = truncate_at_stop(sampled, stop_ids, pad_id)
     logprobs = None
     if return_logprobs:
-        # (B, A, V) fp32: the processed scores, already / temperature and filtered.
-        scores = torch.stack(out.scores, dim=1)
-        logprobs = token_logprobs(scores, sampled)
+        # (B, A, V) fp32: the processed scores, already / temperature and filtered (for keyed
+        # sampling, the warped scores before the noise).
+        steps = keyed.warped if keyed is not None else out.scores
+        logprobs = token_logprobs(torch.stack(list(steps), dim=1), sampled)
     lengths = cut.response_mask.sum(dim=1).tolist()
     responses = [row[:n] for row, n in zip(cut.response_ids.tolist(), lengths, strict=True)]
     if prompts is None:

@@ -67,6 +67,8 @@ def run_dpo(ctx: RunContext) -> L.Trainer:
         label_smoothing=cfg.stage.label_smoothing,
     )
     trainer = fit_and_checkpoint(ctx, module, datamodule)
+    if not trainer.is_global_zero:
+        return trainer  # one process writes the run's outputs
     if cfg.export.enabled:
         export_model(policy, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer

@@ -50,6 +50,8 @@ def run_group_rl(ctx: RunContext) -> L.Trainer:
         max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
     )
     trainer = fit_online_rl(ctx, module)
+    if not trainer.is_global_zero:
+        return trainer  # one process writes the run's outputs
     if cfg.export.enabled:
         export_model(policy, tokenizer, ctx.run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer

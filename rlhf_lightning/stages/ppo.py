@@ -58,6 +58,8 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         total_iterations=stage.iterations,
     )
     trainer = fit_online_rl(ctx, module)
+    if not trainer.is_global_zero:
+        return trainer  # one process writes the run's outputs
     if cfg.export.enabled:
         policy_dir = ctx.run_dir / "model"
         policy.save_pretrained(policy_dir)  # the LM (or adapter) plus value_head.safetensors

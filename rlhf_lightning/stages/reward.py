@@ -37,6 +37,8 @@ def run_reward(ctx: RunContext) -> L.Trainer:
         use_margin=cfg.stage.use_margin,
     )
     trainer = fit_and_checkpoint(ctx, module, datamodule)
+    if not trainer.is_global_zero:
+        return trainer  # one process writes the run's outputs
     if cfg.stage.calibration.enabled:
         mean, std = calibrate(module.model, tokenizer, cfg.stage.calibration, seed=cfg.seed)
         # Stored with the model: ModelReward returns (score - mean) / std.

@@ -38,6 +38,8 @@ def run_sft(ctx: RunContext) -> L.Trainer:
         unigram_perplexity=baseline,
     )
     trainer = fit_and_checkpoint(ctx, module, datamodule)
+    if not trainer.is_global_zero:
+        return trainer  # one process writes the run's outputs
     write_samples(ctx, module.model, tokenizer, trainer.global_step)
     if cfg.export.enabled:
         export_model(
