@@ -129,3 +129,21 @@ def test_two_processes_match_one_process_with_the_same_global_batch(name, tmp_pa
     assert logged_one and logged_one.keys() == logged_two.keys()
     for key, value in logged_one.items():
         assert logged_two[key] == pytest.approx(value, rel=1e-3, abs=1e-5), key
+
+
+def test_two_process_ppo_resumes_exactly(tmp_path):
+    """Interrupted after 2 of 4 iterations and resumed on two processes == 4 straight there."""
+    stage, overrides, batch = CASES["ppo"]
+    ddp = [*overrides, "stage.iterations=4", f"data.batch_size={batch // 2}", "trainer=ddp_cpu"]
+    straight = tmp_path / "straight"
+    _run(straight, stage, ddp)
+    half = tmp_path / "half"
+    _run(half, stage, [*ddp, "interrupt_at=2"])
+    resumed = tmp_path / "resumed"
+    _run(resumed, stage, [*ddp, f"ckpt_path={half / 'checkpoints/last.ckpt'}"])
+
+    expected, got = _weights(straight), _weights(resumed)
+    changed = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not changed, f"{len(changed)} tensors differ, e.g. {changed[:3]}"
+    later = {k: v for k, v in _logged(straight).items() if k[0] >= 2}
+    assert later and later == {k: v for k, v in _logged(resumed).items() if k[0] >= 2}

@@ -83,8 +83,8 @@ def test_resume_continues_from_the_same_step_and_optimizer_state(smoke_cfg, tmp_
     probe = _ResumeProbe()
     build = train_mod.build_trainer
 
-    def build_with_probe(cfg, run_dir):
-        trainer = build(cfg, run_dir)
+    def build_with_probe(cfg, run_dir, module=None):
+        trainer = build(cfg, run_dir, module)
         trainer.callbacks.append(probe)
         return trainer
 
