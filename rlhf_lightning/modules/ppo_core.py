@@ -142,6 +142,9 @@ class PPOCore:
         self.reference = reference
         self.config = config
         self.critic = critic
+        if critic is not None and hasattr(policy, "v_head"):
+            # The separate critic gives every value; the policy's own head takes no part.
+            policy.v_head.requires_grad_(False)
         if config.num_minibatches % config.gradient_accumulation_steps:
             raise ValueError(
                 f"ppo.gradient_accumulation_steps={config.gradient_accumulation_steps} does not "
@@ -254,7 +257,12 @@ class PPOCore:
         )
         logits = out.logits[:, ctx - 1 : -1]
         logprobs = token_logprobs(logits, ids[:, ctx:], cfg.temperature)
-        values = out.values[:, ctx - 1 : -1]
+        if self.critic is None:
+            values = out.values[:, ctx - 1 : -1]
+        else:
+            positions = position_ids_from_mask(mask)
+            values = self.critic(input_ids=ids, attention_mask=mask, position_ids=positions)
+            values = values[:, ctx - 1 : -1].float()
         m = exp.response_mask
         policy = ppo_policy_loss(logprobs, exp.old_logprobs, exp.advantages, m, cfg.clip_eps)
         value = ppo_value_loss(values, exp.old_values, exp.returns, m, cfg.value_clip)

@@ -64,6 +64,8 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         policy_dir = ctx.run_dir / "model"
         policy.save_pretrained(policy_dir)  # the LM (or adapter) plus value_head.safetensors
         tokenizer.save_pretrained(policy_dir)
+        if critic is not None:  # the trained critic beside the policy
+            critic.save_pretrained(policy_dir / "critic")
         if cfg.export.merge_lora and policy.is_peft:
             export_model(policy.pretrained_model, tokenizer, policy_dir, merge_lora=True)
     return trainer

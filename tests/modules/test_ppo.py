@@ -164,5 +164,13 @@ def test_separate_critic_full_kl_and_accumulation_run_through_the_stage(tmp_path
     state = torch.load(
         tmp_path / "ppo/checkpoints/last.ckpt", map_location="cpu", weights_only=False
     )
-    assert any(k.startswith("critic.") for k in state["state_dict"])
+    weights = state["state_dict"]
+    critic = {k: v for k, v in weights.items() if k.startswith("critic.")}
+    assert critic
+    # The value loss trains the separate critic (its weights moved from the reward model's);
+    # the policy's own value head takes no part and stays as initialised.
+    initial = GPT2ForSequenceClassification.from_pretrained(tmp_path / "rm").state_dict()
+    moved = [k for k, v in critic.items() if not torch.equal(v, initial[k.split(".", 2)[2]])]
+    assert moved, "the critic did not train"
+    assert (tmp_path / "ppo" / "model" / "critic").is_dir()
     assert list((tmp_path / "ppo" / "wandb").glob("offline-run-*"))
