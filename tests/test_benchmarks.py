@@ -1,0 +1,139 @@
+"""The benchmark harness (benchmarks/): its workload, the overrides it runs this project with,
+and its table. The TRL side needs its own virtualenvs and is not run here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import compare  # noqa: E402
+import run_ours  # noqa: E402
+import workload  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return workload.build(tmp_path_factory.mktemp("bench-work"))
+
+
+def test_workload_has_exact_token_counts(work):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(work / "policy")
+    assert tok.bos_token_id is None and tok.pad_token_id == tok.eos_token_id
+    prompt = json.loads((work / "prompts.jsonl").open().readline())["prompt"]
+    assert len(tok(prompt).input_ids) == workload.PROMPT_TOKENS
+    pair = json.loads((work / "pairs.jsonl").open().readline())
+    side = tok(pair["prompt"] + pair["chosen"] + tok.eos_token).input_ids
+    assert len(side) == workload.PAIR_PROMPT + workload.PAIR_COMPLETION + 1
+    text = json.loads((work / "sft.jsonl").open().readline())["text"]
+    ids = tok(text).input_ids
+    assert len(ids) > workload.SFT_LENGTH
+    assert tok(tok.decode(ids)).input_ids == ids  # completions re-encode to the same tokens
+
+
+@pytest.mark.parametrize("name", sorted(workload.STAGES))
+def test_overrides_compose_for_every_stage(work, name, tmp_path):
+    """A renamed config key would break the benchmark: every override must still compose."""
+    from rlhf_lightning.api import compose_config
+
+    stage = workload.STAGES[name]
+    cfg = compose_config(
+        run_ours.STAGE_OF.get(name, name), run_ours.overrides(stage, work), run_dir=tmp_path
+    )
+    assert cfg.stage.name == run_ours.STAGE_OF.get(name, name)
+    if name in ("sft", "reward", "dpo"):
+        assert cfg.trainer.max_steps == stage.warmup + stage.steps
+        assert cfg.data.batch_size == stage.batch
+    else:
+        assert cfg.stage.iterations == stage.warmup + stage.steps
+
+
+def test_step_window_times_only_the_steps_after_warmup():
+    window = workload.StepWindow(warmup=2, steps=3, per_step=2)
+    for _ in range(2 * 2):
+        window.step_end()
+    assert window.start_time is not None and window.end_time is None
+    for _ in range(3 * 2):
+        window.step_end()
+    assert window.seconds >= 0
+    with pytest.raises(RuntimeError):
+        _ = workload.StepWindow(1, 1).seconds
+
+
+def test_forward_tokens_counts_tokens_by_grad_mode():
+    counts = {"4x48 grad": 2, "16x1 no_grad": 31, "16x16 no_grad": 1}
+    assert workload.forward_tokens(counts) == {"grad": 384, "no_grad": 752}
+
+
+def _run(framework: str, samples_per_s: float, wall_s: float, **extra) -> dict:
+    return {
+        "framework": framework,
+        "version": "x",
+        "samples_per_s": samples_per_s,
+        "tokens_per_s": samples_per_s * 10,
+        "wall_s": wall_s,
+        "peak_rss_mb": 900.0,
+        "forward_tokens": {"grad": 100, "no_grad": 50},
+        **extra,
+    }
+
+
+def test_summary_and_table_report_medians_ratio_overhead_and_ppo_split():
+    meta = {"date": "d", "machine": "m", "threads": 1, "repeats": 3, "ours_overrides": []}
+    sft = compare.summarize(
+        "sft",
+        {
+            "ours": [_run("rlhf_lightning", s, 96 / s) for s in (10.0, 12.0, 11.0)],
+            "trl": [_run("trl", s, 96 / s) for s in (5.0, 6.0, 5.5)],
+            "bare": [_run("bare_pytorch", s, 96 / s) for s in (12.0, 12.0, 12.0)],
+        },
+    )
+    assert sft["sides"]["ours"]["samples_per_s"] == 11.0
+    assert sft["ratio"] == pytest.approx(2.0)
+    assert sft["overhead_vs_bare"] == pytest.approx(12.0 / 11.0 - 1)  # the middle pair
+    phases = {"rollout": 1.0, "scoring": 0.5, "experience": 0.5, "optimising": 2.0}
+    ppo = compare.summarize(
+        "ppo",
+        {
+            "ours": [_run("rlhf_lightning", 4.0, 4.0, phases_s=phases)],
+            "trl": [_run("trl", 2.0, 8.0, phases_s=phases)],
+        },
+    )
+    text = compare.table({"sft": {**sft, "meta": meta}, "ppo": {**ppo, "meta": meta}}, meta)
+    assert "| sft | 11.00 | 5.50 | 2.00x (2.00, 2.00, 2.00) |" in text
+    assert "Overhead against a bare PyTorch loop" in text and "+9.1%" in text
+    assert "| ppo | this project x | 1.00 s (25%)" in text
+
+
+@pytest.mark.slow
+def test_run_ours_sft_end_to_end(work, tmp_path):
+    out = tmp_path / "sft.json"
+    subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run_ours.py"),
+            "--stage",
+            "sft",
+            "--workdir",
+            str(work),
+            "--out",
+            str(out),
+            "--trace",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    res = json.loads(out.read_text())
+    stage = workload.STAGES["sft"]
+    assert res["samples"] == stage.batch * stage.steps and res["samples_per_s"] > 0
+    assert res["forwards"] == {
+        f"{stage.batch}x{workload.SFT_LENGTH} grad": stage.warmup + stage.steps
+    }
