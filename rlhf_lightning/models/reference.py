@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models.dropout import disable_dropout, eval_mode
+from rlhf_lightning.models.logits import causal_lm_logits
 from rlhf_lightning.models.value_head import CausalLMWithValueHead, position_ids_from_mask
 
 ReferenceMode = Literal["copy", "adapter_off", "auto"]
@@ -36,7 +37,11 @@ class Reference(Protocol):
     """What the PPO stage needs from a reference policy."""
 
     def reference_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor: ...
 
     def generation_model(self) -> contextlib.AbstractContextManager[nn.Module]:
@@ -69,18 +74,24 @@ def create_reference_model(model: nn.Module) -> nn.Module:
 
 
 def _lm_logits(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor | None,
+    logits_to_keep: int = 0,
 ) -> Tensor:
-    """Logits of `model` computed as the policy computes them. Shape (B, T, V), fp32."""
+    """Logits of `model` computed as the policy computes them, for the last `logits_to_keep`
+    positions (0: all). Shape (B, T or logits_to_keep, V), fp32."""
     if position_ids is None:
         position_ids = position_ids_from_mask(attention_mask)
-    out = model(
+    return causal_lm_logits(
+        model,
+        logits_to_keep,
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         use_cache=False,
-    )
-    return out.logits.float()
+    ).float()
 
 
 class FrozenCopyReference(nn.Module):
@@ -103,7 +114,11 @@ class FrozenCopyReference(nn.Module):
 
     @torch.no_grad()
     def reference_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor:
         """Reference logits.
 
@@ -113,9 +128,10 @@ class FrozenCopyReference(nn.Module):
             position_ids: None computes them from the mask. Shape (B, T).
 
         Returns:
-            Logits, fp32, no grad. Shape (B, T, V).
+            Logits, fp32, no grad. Shape (B, T, V), or (B, logits_to_keep, V) for the last
+            positions only (the response's: the LM head skips the prompt).
         """
-        return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+        return _lm_logits(self.model, input_ids, attention_mask, position_ids, logits_to_keep)
 
     forward = reference_logits
 
@@ -153,7 +169,11 @@ class AdapterDisabledReference:
         self.model = lm
 
     def reference_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor:
         """Logits of the base model (adapter off).
 
@@ -163,10 +183,11 @@ class AdapterDisabledReference:
             position_ids: None computes them from the mask. Shape (B, T).
 
         Returns:
-            Logits, fp32, no grad. Shape (B, T, V).
+            Logits, fp32, no grad. Shape (B, T, V), or (B, logits_to_keep, V) for the last
+            positions only (the response's: the LM head skips the prompt).
         """
         with torch.no_grad(), self.model.disable_adapter(), eval_mode(self.model):
-            return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+            return _lm_logits(self.model, input_ids, attention_mask, position_ids, logits_to_keep)
 
     __call__ = reference_logits
 
@@ -226,11 +247,15 @@ class InitialPolicyReference:
         self.model = _policy_lm(policy)
 
     def reference_logits(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> Tensor:
         """Logits of the (untrained) policy: (B, T, V) fp32, no grad; arguments as above."""
         with torch.no_grad(), eval_mode(self.model):
-            return _lm_logits(self.model, input_ids, attention_mask, position_ids)
+            return _lm_logits(self.model, input_ids, attention_mask, position_ids, logits_to_keep)
 
     __call__ = reference_logits
 

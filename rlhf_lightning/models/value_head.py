@@ -190,6 +190,7 @@ class CausalLMWithValueHead(nn.Module):
         input_ids: Tensor,
         attention_mask: Tensor,
         position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
     ) -> ValueHeadOutput:
         """Logits and values for every position.
 
@@ -198,21 +199,29 @@ class CausalLMWithValueHead(nn.Module):
             attention_mask: True = real token; rows may be left- or right-padded. Shape (B, T).
             position_ids: None computes them from the mask (:func:`position_ids_from_mask`).
                 Shape (B, T).
+            logits_to_keep: logits for the last k positions only (0: all); values always
+                cover every position (the head is one linear map of the hidden states).
 
         Returns:
-            ``ValueHeadOutput(logits (B, T, V), values (B, T))``, both fp32.
+            ``ValueHeadOutput(logits (B, T or k, V), values (B, T))``, both fp32.
         """
         if position_ids is None:
             position_ids = position_ids_from_mask(attention_mask)
-        out = self.pretrained_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=True,
-            use_cache=False,  # a training forward: a KV cache would only cost memory
-        )
+        inputs = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "output_hidden_states": True,
+            "use_cache": False,  # a training forward: a KV cache would only cost memory
+        }
+        if logits_to_keep > 0:
+            inputs["logits_to_keep"] = logits_to_keep
+        out = self.pretrained_model(**inputs)
         values = self.v_head(out.hidden_states[-1])
-        return ValueHeadOutput(logits=out.logits.float(), values=values)
+        logits = out.logits
+        if logits_to_keep > 0 and logits.shape[1] != logits_to_keep:  # a model without it
+            logits = logits[:, -logits_to_keep:]
+        return ValueHeadOutput(logits=logits.float(), values=values)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """The LM's ``generate`` (the value head plays no part in sampling)."""

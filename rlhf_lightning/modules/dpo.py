@@ -118,7 +118,10 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
 
     def _policy_logits(self, ids: Tensor, mask: Tensor) -> Tensor:
         return self.policy(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,  # a training forward: no KV cache to fill
         ).logits
 
     def _reference_logits(self, ids: Tensor, mask: Tensor) -> Tensor:
@@ -178,4 +181,5 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
             self.optimizer_factory,
             self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
+            precision=str(self.trainer.precision),
         )

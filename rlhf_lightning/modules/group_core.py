@@ -30,6 +30,7 @@ from rlhf_lightning.functional import (
     rloo_sequence_loss,
     token_logprobs,
 )
+from rlhf_lightning.models.logits import causal_lm_logits
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.rollout import RolloutBatch
 
@@ -104,26 +105,41 @@ class GroupCore:
         self.config = config
 
     def response_logprobs(
-        self, model_logits: Callable[[Tensor, Tensor], Tensor], ids: Tensor, mask: Tensor, ctx: int
+        self,
+        model_logits: Callable[[Tensor, Tensor, int], Tensor],
+        ids: Tensor,
+        mask: Tensor,
+        ctx: int,
     ) -> Tensor:
-        logits = model_logits(ids, mask)[:, ctx - 1 : -1]
+        # Logits at positions ctx-1 .. T-1 only: the LM head skips the prompt.
+        logits = model_logits(ids, mask, ids.shape[1] - ctx + 1)[:, :-1]
         return token_logprobs(logits, ids[:, ctx:], self.config.temperature)
 
-    def policy_logits(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.policy(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-        ).logits
+    def policy_logits(self, ids: Tensor, mask: Tensor, logits_to_keep: int = 0) -> Tensor:
+        return causal_lm_logits(
+            self.policy,
+            logits_to_keep,
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            use_cache=False,  # a training forward: no KV cache to fill
+        )
 
     @torch.no_grad()
     def make_experience(self, rollout: RolloutBatch, scores: Tensor) -> GroupExperience:
         """Steps 2-3: old/ref log-probs, the loss mask and group-relative advantages."""
         cfg = self.config
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
-        old = self.response_logprobs(self.policy_logits, ids, mask, ctx)
+        if rollout.policy_logprobs is not None:  # recorded while sampling: no forward needed
+            old = rollout.policy_logprobs.to(ids.device)
+        else:
+            old = self.response_logprobs(self.policy_logits, ids, mask, ctx)
         ref = None
         if self.reference is not None:
             ref = self.response_logprobs(
-                lambda i, m: self.reference.reference_logits(i, m, position_ids_from_mask(m)),
+                lambda i, m, k: self.reference.reference_logits(
+                    i, m, position_ids_from_mask(m), logits_to_keep=k
+                ),
                 ids,
                 mask,
                 ctx,

@@ -104,5 +104,9 @@ class GroupRLModule(OnlineRLModule):
         per_iteration = cfg.num_iterations * cfg.num_minibatches
         total = (self.total_iterations or 1) * per_iteration
         return configure_optimizers(
-            self.policy, self.optimizer_factory, self.scheduler_factory, total
+            self.policy,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            total,
+            precision=str(self.trainer.precision),
         )

@@ -107,7 +107,11 @@ class PPOModule(OnlineRLModule):
     def configure_optimizers(self):
         # The policy (and a separate critic); the frozen reference is filtered out.
         return configure_optimizers(
-            self, self.optimizer_factory, self.scheduler_factory, self._planned_optimizer_steps()
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self._planned_optimizer_steps(),
+            precision=str(self.trainer.precision),
         )
 
     def _planned_optimizer_steps(self) -> int:

@@ -179,9 +179,16 @@ class PPOCore:
         device = rollout.input_ids.device
         scores = self.shape_scores(scores.to(device), rollout.contains_stop)
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
-        logits, old_logprobs, old_values = self.forward_response(ids, mask, ctx)
-        ref_logits = self.reference.reference_logits(ids, mask, position_ids_from_mask(mask))
-        ref_logits = ref_logits[:, ctx - 1 : -1]
+        if self._can_reuse_sampling_logprobs(rollout):
+            # Recorded while sampling: the policy forward would only recompute them.
+            logits, old_logprobs = None, rollout.policy_logprobs.to(device)
+            old_values = self.critic_values(ids, mask, ctx)
+        else:
+            logits, old_logprobs, old_values = self.forward_response(ids, mask, ctx)
+        keep = ids.shape[1] - ctx + 1  # positions ctx-1 .. T-1: the LM head skips the prompt
+        ref_logits = self.reference.reference_logits(
+            ids, mask, position_ids_from_mask(mask), logits_to_keep=keep
+        )[:, :-1]
         ref_logprobs = token_logprobs(ref_logits, ids[:, ctx:], cfg.temperature)
         full = None
         if cfg.kl_estimator == "full":
@@ -228,6 +235,26 @@ class PPOCore:
             order = torch.randperm(batch_size, generator=generator)
             yield from order.split(size)
 
+    def _can_reuse_sampling_logprobs(self, rollout: RolloutBatch) -> bool:
+        """Old log-probs can come from sampling when nothing else needs a policy forward.
+
+        The shared value head needs the policy's hidden states (one forward gives both), and the
+        exact KL needs the policy's logits; a separate critic and a sampled-token KL need
+        neither.
+        """
+        return (
+            rollout.policy_logprobs is not None
+            and self.critic is not None
+            and self.config.kl_estimator != "full"
+        )
+
+    def critic_values(self, ids: Tensor, mask: Tensor, context_length: int) -> Tensor:
+        """The separate critic's value of each response position. Shape (B, A), fp32."""
+        assert self.critic is not None
+        positions = position_ids_from_mask(mask)
+        values = self.critic(input_ids=ids, attention_mask=mask, position_ids=positions)
+        return values[:, context_length - 1 : -1].float()
+
     def forward_response(
         self, ids: Tensor, mask: Tensor, context_length: int
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -238,8 +265,11 @@ class PPOCore:
             (B, A), values (B, A)); position t of each scores response token t.
         """
         positions = position_ids_from_mask(mask)
-        out = self.policy(input_ids=ids, attention_mask=mask, position_ids=positions)
-        logits = out.logits[:, context_length - 1 : -1]
+        keep = ids.shape[1] - context_length + 1
+        out = self.policy(
+            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+        )
+        logits = out.logits[:, :-1]
         logprobs = token_logprobs(logits, ids[:, context_length:], self.config.temperature)
         if self.critic is None:
             values = out.values[:, context_length - 1 : -1]
@@ -253,16 +283,17 @@ class PPOCore:
         cfg = self.config
         ids, mask, ctx = exp.input_ids, exp.attention_mask, exp.context_length
         out = self.policy(
-            input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=position_ids_from_mask(mask),
+            logits_to_keep=ids.shape[1] - ctx + 1,
         )
-        logits = out.logits[:, ctx - 1 : -1]
+        logits = out.logits[:, :-1]
         logprobs = token_logprobs(logits, ids[:, ctx:], cfg.temperature)
         if self.critic is None:
             values = out.values[:, ctx - 1 : -1]
         else:
-            positions = position_ids_from_mask(mask)
-            values = self.critic(input_ids=ids, attention_mask=mask, position_ids=positions)
-            values = values[:, ctx - 1 : -1].float()
+            values = self.critic_values(ids, mask, ctx)
         m = exp.response_mask
         policy = ppo_policy_loss(logprobs, exp.old_logprobs, exp.advantages, m, cfg.clip_eps)
         value = ppo_value_loss(values, exp.old_values, exp.returns, m, cfg.value_clip)

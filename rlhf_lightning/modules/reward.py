@@ -39,6 +39,9 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
         super().__init__()
         self.guard = NonFiniteGuard(max_consecutive_bad_steps)
         self.model = model
+        if getattr(model.config, "use_cache", None):
+            # Scoring never decodes: a KV cache filled in every forward only costs time.
+            model.config.use_cache = False
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.center_coef = center_coef
@@ -96,4 +99,5 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
             self.optimizer_factory,
             self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
+            precision=str(self.trainer.precision),
         )

@@ -49,7 +49,10 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, shape (B, T, V)."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        # use_cache=False: a training forward has no use for a KV cache (it only costs time).
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["input_ids"], batch["attention_mask"])
@@ -104,6 +107,7 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
             self.optimizer_factory,
             self.scheduler_factory,
             self.trainer.estimated_stepping_batches,
+            precision=str(self.trainer.precision),
         )
 
     def _log_throughput(self, batch: dict[str, torch.Tensor]) -> None:

@@ -35,6 +35,10 @@ class RolloutBatch:
         logprobs: Optional log-probs of the response tokens under the *sampling* distribution,
             from the scores ``generate`` returned (see ``generate_rollout(return_logprobs=True)``).
             Positions outside ``response_mask`` hold arbitrary values. Shape (B, A), fp32.
+        policy_logprobs: Optional log-probs of the response tokens under the *policy* at the
+            sampling temperature (no top-k/top-p/min-length filtering), recorded while sampling
+            with row keys: what PPO/GRPO/RLOO's old log-probs are, without another forward pass.
+            0 outside ``response_mask``. Shape (B, A), fp32.
     """
 
     query_ids: Tensor
@@ -45,6 +49,7 @@ class RolloutBatch:
     prompts: list[str]
     completions: list[str]
     logprobs: Tensor | None = None
+    policy_logprobs: Tensor | None = None
 
     def __post_init__(self) -> None:
         batch, _ = self.query_ids.shape
@@ -57,8 +62,10 @@ class RolloutBatch:
             batch
         ):
             raise ValueError("RolloutBatch: response_ids/response_mask must both be (B, A)")
-        if self.logprobs is not None and self.logprobs.shape != self.response_ids.shape:
-            raise ValueError("RolloutBatch: logprobs must have the shape of response_ids")
+        for name in ("logprobs", "policy_logprobs"):
+            value = getattr(self, name)
+            if value is not None and value.shape != self.response_ids.shape:
+                raise ValueError(f"RolloutBatch: {name} must have the shape of response_ids")
         if not (len(self.contains_stop) == len(self.prompts) == len(self.completions) == batch):
             raise ValueError("RolloutBatch: contains_stop, prompts and completions need B entries")
 

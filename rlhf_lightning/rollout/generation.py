@@ -207,12 +207,19 @@ def generate_rollout(
             config.temperature,
             config.top_k,
             config.top_p,
+            min_new_tokens=config.min_new_tokens,
+            stop_token_ids=stop_ids,
             keep_warped=return_logprobs,
         )
-        # Greedy over keyed-noisy scores is the sample; generate's warpers must stay off.
+        # Greedy over the keyed choice is the sample; generate's warpers and its min-length
+        # rule stay off (the sampler applies them after recording the policy's log-probs).
         for name in ("temperature", "top_k", "top_p", "typical_p", "epsilon_cutoff", "eta_cutoff"):
             kwargs.pop(name, None)
-        kwargs |= {"do_sample": False, "logits_processor": LogitsProcessorList([keyed])}
+        kwargs |= {
+            "do_sample": False,
+            "min_new_tokens": 0,
+            "logits_processor": LogitsProcessorList([keyed]),
+        }
     with eval_mode(model), _seeded(device, generator_seed):
         out = lm.generate(
             input_ids=q_ids,
@@ -230,6 +237,10 @@ def generate_rollout(
         # sampling, the warped scores before the noise).
         steps = keyed.warped if keyed is not None else out.scores
         logprobs = token_logprobs(torch.stack(list(steps), dim=1), sampled)
+    policy_logprobs = None
+    if keyed is not None and keyed.policy_logprobs:
+        recorded = torch.stack(keyed.policy_logprobs, dim=1)[:, : sampled.shape[1]]
+        policy_logprobs = torch.where(cut.response_mask, recorded, 0.0)
     lengths = cut.response_mask.sum(dim=1).tolist()
     responses = [row[:n] for row, n in zip(cut.response_ids.tolist(), lengths, strict=True)]
     if prompts is None:
@@ -243,6 +254,7 @@ def generate_rollout(
         prompts=list(prompts),
         completions=tokenizer.batch_decode(responses, skip_special_tokens=True),
         logprobs=logprobs,
+        policy_logprobs=policy_logprobs,
     )
 
 

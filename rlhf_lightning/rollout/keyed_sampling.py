@@ -76,17 +76,23 @@ def keyed_uniform(seed: int, row_keys: Tensor, step: int) -> Tensor:
 class KeyedSampler(LogitsProcessor):
     """Turns greedy decoding into row-keyed sampling (see the module docstring).
 
-    Pass it in ``logits_processor`` to ``generate(do_sample=False)``: ``generate``'s own
-    processors (min_new_tokens, ...) run first, then this one warps (temperature, top-k, top-p,
-    in ``generate``'s order), draws each row's token and returns scores whose argmax is that
-    token (0 there, -inf elsewhere).
+    Pass it in ``logits_processor`` to ``generate(do_sample=False, min_new_tokens=0)``: this
+    processor records the policy's log-probs at the temperature, forbids the stop tokens for
+    the first ``min_new_tokens`` steps, warps (temperature, top-k, top-p, in ``generate``'s
+    order), draws each row's token and returns scores whose argmax is that token (0 there,
+    -inf elsewhere).
 
     Args:
         seed: the rollout's seed.
         row_keys: one key per row. Shape (B,), int64.
         prompt_width: the padded query width Q (step = current length - Q).
         temperature / top_k / top_p: as in ``SamplingConfig``.
+        min_new_tokens / stop_token_ids: stop tokens are impossible before this many tokens.
         keep_warped: keep each step's warped scores in ``warped`` (B, V), for log-probs.
+
+    Attributes:
+        policy_logprobs: per step, the drawn tokens' log-probs under ``softmax(logits / T)``
+            before any filtering (B,): the policy's own, as PPO's old log-probs need them.
     """
 
     def __init__(
@@ -97,6 +103,8 @@ class KeyedSampler(LogitsProcessor):
         temperature: float = 1.0,
         top_k: int = 0,
         top_p: float = 1.0,
+        min_new_tokens: int = 0,
+        stop_token_ids: list[int] | None = None,
         keep_warped: bool = False,
     ) -> None:
         self.seed = seed
@@ -109,21 +117,31 @@ class KeyedSampler(LogitsProcessor):
             self.warpers.append(TopKLogitsWarper(top_k))
         if top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
+        self.temperature = temperature
+        self.min_new_tokens = min_new_tokens
+        self.stop_token_ids = list(stop_token_ids or [])
         self.keep_warped = keep_warped
         self.warped: list[Tensor] = []
+        self.policy_logprobs: list[Tensor] = []
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        scores = scores.float()
+        logits = scores.float()
+        step = input_ids.shape[1] - self.prompt_width
+        scores = logits
+        if step < self.min_new_tokens and self.stop_token_ids:
+            scores = logits.clone()
+            scores[:, self.stop_token_ids] = float("-inf")
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         if self.keep_warped:
             self.warped.append(scores)
-        step = input_ids.shape[1] - self.prompt_width
         u = keyed_uniform(self.seed, self.row_keys.to(scores.device), step)
         cdf = torch.softmax(scores, dim=-1).double().cumsum_(dim=-1)
         # u > 0, so a token of probability 0 (a flat stretch of the cdf) is never the first
         # index whose cdf reaches u * total.
         target = (u * cdf[:, -1]).unsqueeze(1)
         tokens = torch.searchsorted(cdf, target).clamp_(max=scores.shape[-1] - 1)
+        policy = torch.log_softmax(logits / self.temperature, dim=-1)
+        self.policy_logprobs.append(policy.gather(1, tokens).squeeze(1))
         choice = torch.full_like(scores, float("-inf"))
         return choice.scatter_(1, tokens, 0.0)

@@ -6,7 +6,8 @@ its contiguous half of every global batch, RL rollouts draw row-keyed samples (t
 for a prompt whichever rank generates it), and batch statistics are taken over both ranks, so
 the two runs train on the same rows and compute the same updates; only the order of float
 reductions differs (per-rank partial sums, gloo's all-reduce). Tolerance: final weights within
-2e-4 (absolute, fp32 tiny models after 3-4 Adam steps at lr 1e-3 to 1e-2) and logged values
+2e-4 for SFT/reward/DPO and 1e-3 for the RL stages (absolute, fp32 tiny models after 2-4 Adam
+steps at lr 1e-3 to 3e-3) and logged values
 within 1e-3 relative. `RanksAgree` checks that both ranks end with identical weights.
 """
 
@@ -32,7 +33,10 @@ _COMMON = [
 _SUPERVISED = ["model=tiny", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 # One PPO/GRPO minibatch per pass: a minibatch is then the same rows in both runs (with more,
 # each rank splits its own rows, a different but equally valid draw of minibatches).
-_RL = ["stage.iterations=3", "stage.compare_prompts=0", "stage.sample_every=1"]
+# Two iterations at a moderate lr: float rounding (per-rank partial sums, batch padding) moves
+# logits by ~1e-6, and where a sampling draw lands that close to a cdf boundary the two runs
+# sample a different token from then on; the smoke recipes' lr 1e-2 amplifies such gaps fast.
+_RL = ["stage.iterations=2", "stage.compare_prompts=0", "stage.sample_every=1", "optim.lr=3e-3"]
 
 # name: (stage, overrides, global batch)
 CASES = {
@@ -120,7 +124,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(name, tmp_pa
     expected, got = _weights(one), _weights(two)
     assert expected.keys() == got.keys()
     worst = max((expected[k].float() - got[k].float()).abs().max().item() for k in expected)
-    assert worst < 2e-4, f"largest weight difference {worst:.2e}"
+    # RL: Adam turns the ~1e-7 gradient differences of weights whose gradient is ~0 into
+    # lr-sized steps of either sign; 1e-3 is a third of one step at lr 3e-3, while a missing
+    # gradient sync or a per-rank statistic moves weights by whole steps.
+    tolerance = 1e-3 if stage in ("ppo", "grpo", "rloo") else 2e-4
+    assert worst < tolerance, f"largest weight difference {worst:.2e}"
     steps = torch.load(two / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     adam = steps["optimizer_states"][0]["state"]
     assert adam and all(float(s["step"]) >= 2 for s in adam.values())  # both runs really trained

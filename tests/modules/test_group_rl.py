@@ -21,7 +21,9 @@ def test_grpo_raises_a_toy_reward(tmp_path):
     reward = metrics["rollout/reward_mean"].to_numpy()
     assert len(reward) == 30
     assert reward[-5:].mean() > reward[:5].mean() + 0.05, reward
-    assert metrics["rollout/kl"].iloc[0] == 0.0  # first rollout: policy == reference
+    # First rollout: policy == reference. The old log-probs were recorded while sampling (with
+    # the KV cache), the reference's come from a full forward: equal up to float rounding.
+    assert abs(metrics["rollout/kl"].iloc[0]) < 1e-5
     # 30 iterations x 2 passes x 2 minibatches
     assert summary["global_step"] == 120
 

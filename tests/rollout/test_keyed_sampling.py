@@ -88,3 +88,24 @@ def test_keyed_log_probs_are_the_warped_scores_of_the_sampled_tokens(gpt2, demo_
     )
     mask = out.response_mask
     assert torch.allclose(out.logprobs[mask], again[mask], atol=1e-4)
+
+
+def test_recorded_policy_log_probs_equal_a_forward_pass_even_when_filtering(gpt2, demo_tokenizer):
+    """The old log-probs PPO/GRPO need: the unfiltered policy at the temperature, so top-k and
+    min_new_tokens (which reshape the sampling distribution) do not leak into them."""
+    from rlhf_lightning.rollout import response_logprobs
+
+    config = SamplingConfig(max_new_tokens=8, min_new_tokens=8, temperature=0.7, top_k=20)
+    out = generate_rollout(
+        gpt2,
+        demo_tokenizer,
+        ["a b", "c", ""],
+        config=config,
+        generator_seed=0,
+        row_keys=torch.arange(3),
+    )
+    assert out.response_mask.all()  # min_new_tokens held every stop token back
+    again = response_logprobs(
+        gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
+    )
+    assert torch.allclose(out.policy_logprobs, again, atol=1e-4)

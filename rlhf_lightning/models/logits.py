@@ -1,0 +1,34 @@
+"""Logits for the last positions only: the LM head (and its fp32 copy) skips the prompt.
+
+RL losses read the logits at response positions alone. With a long prompt, a large vocabulary
+or both, the LM head over every position is a large share of a forward's compute and of its
+memory ((B, T, V) fp32). transformers' causal LMs take ``logits_to_keep=k`` and project only
+the last k hidden states; a model without that argument gets the full logits, sliced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+
+def causal_lm_logits(model: nn.Module, logits_to_keep: int = 0, **inputs: Any) -> Tensor:
+    """``model(**inputs).logits`` for the last `logits_to_keep` positions (0: every position).
+
+    Args:
+        model: a transformers causal LM (peft-wrapped or not) or anything returning ``.logits``.
+        logits_to_keep: how many final positions to keep.
+        **inputs: the forward's inputs (input_ids, attention_mask, position_ids, ...).
+
+    Returns:
+        Logits in the model's dtype. Shape (B, logits_to_keep or T, V).
+    """
+    if logits_to_keep <= 0:
+        return model(**inputs).logits
+    try:
+        return model(**inputs, logits_to_keep=logits_to_keep).logits
+    except TypeError as err:
+        if "logits_to_keep" not in str(err):
+            raise
+        return model(**inputs).logits[:, -logits_to_keep:]
