@@ -274,8 +274,7 @@ class PPOCore:
         if self.critic is None:
             values = out.values[:, context_length - 1 : -1]
         else:
-            values = self.critic(input_ids=ids, attention_mask=mask, position_ids=positions)
-            values = values[:, context_length - 1 : -1]
+            values = self.critic_values(ids, mask, context_length)
         return logits, logprobs, values.float()
 
     def minibatch_loss(self, exp: Experience) -> tuple[Tensor, dict[str, Tensor]]:

@@ -127,8 +127,12 @@ class KeyedSampler(LogitsProcessor):
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         logits = scores.float()
         step = input_ids.shape[1] - self.prompt_width
+        # The policy's own distribution at T: recorded for the drawn tokens, and (when nothing
+        # filters it at this step) the very distribution sampled from.
+        policy = torch.log_softmax(logits / self.temperature, dim=-1)
         scores = logits
-        if step < self.min_new_tokens and self.stop_token_ids:
+        forbid_stop = step < self.min_new_tokens and bool(self.stop_token_ids)
+        if forbid_stop:
             scores = logits.clone()
             scores[:, self.stop_token_ids] = float("-inf")
         for warper in self.warpers:
@@ -136,12 +140,15 @@ class KeyedSampler(LogitsProcessor):
         if self.keep_warped:
             self.warped.append(scores)
         u = keyed_uniform(self.seed, self.row_keys.to(scores.device), step)
-        cdf = torch.softmax(scores, dim=-1).double().cumsum_(dim=-1)
+        filtered = forbid_stop or any(
+            not isinstance(w, TemperatureLogitsWarper) for w in self.warpers
+        )
+        probs = torch.softmax(scores, dim=-1) if filtered else policy.exp()
+        cdf = probs.double().cumsum_(dim=-1)
         # u > 0, so a token of probability 0 (a flat stretch of the cdf) is never the first
         # index whose cdf reaches u * total.
         target = (u * cdf[:, -1]).unsqueeze(1)
         tokens = torch.searchsorted(cdf, target).clamp_(max=scores.shape[-1] - 1)
-        policy = torch.log_softmax(logits / self.temperature, dim=-1)
         self.policy_logprobs.append(policy.gather(1, tokens).squeeze(1))
         choice = torch.full_like(scores, float("-inf"))
         return choice.scatter_(1, tokens, 0.0)
