@@ -48,8 +48,8 @@ def _resume_to(run_dir: Path, ckpt: Path, steps: int) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_end(tmp_path):
-    run_dir = tmp_path / "run"
+def _signal_mid_run(run_dir: Path, sig: signal.Signals) -> tuple[subprocess.Popen, str, int]:
+    """Start a long run, send `sig` once fit is under way; (process, stderr, step saved before)."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     process = subprocess.Popen(
         _cli(run_dir, *LONG_RUN, "checkpoint.every_n_steps=3"),
@@ -59,9 +59,17 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_end(tmp_path):
     )
     # A periodic checkpoint means fit is under way (and its signal handling installed).
     _wait_for(ckpt.exists, process)
+    saved_before = _saved_step(ckpt)
     time.sleep(2)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, stderr = process.communicate(timeout=300)
+    return process, stderr, saved_before
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_to_the_end(tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    process, stderr, _ = _signal_mid_run(run_dir, signal.SIGTERM)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "SIGTERM stopped the run at step" in stderr and f"ckpt_path={ckpt}" in stderr
     stopped_at = _saved_step(ckpt)
@@ -96,17 +104,7 @@ def test_sigkill_mid_run_resumes_from_the_last_periodic_checkpoint(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_names_it(tmp_path):
     run_dir = tmp_path / "run"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen(
-        _cli(run_dir, *LONG_RUN, "checkpoint.every_n_steps=3"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_for(ckpt.exists, process)
-    first_saved = _saved_step(ckpt)
-    time.sleep(2)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
+    process, stderr, first_saved = _signal_mid_run(run_dir, signal.SIGINT)
     assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
     assert "SIGINT stopped the run at step" in stderr and f"ckpt_path={ckpt}" in stderr
     assert _saved_step(ckpt) >= first_saved  # saved on the way out, never older than before
