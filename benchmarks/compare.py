@@ -33,8 +33,12 @@ import workload  # noqa: E402
 TRL_VENV = HERE / ".venv-trl"
 TRL_PPO_VENV = HERE / ".venv-trl-ppo"
 TRL_PPO_CLASSIC_VENV = HERE / ".venv-trl-ppo-classic"
-ORDER = ("sft", "reward", "dpo", "ppo", "ppo_valuehead", "grpo", "rloo")
-VENV_OF = {"ppo": TRL_PPO_VENV, "ppo_valuehead": TRL_PPO_CLASSIC_VENV}
+ORDER = ("sft", "reward", "dpo", "ppo", "ppo_shared", "ppo_valuehead", "grpo", "rloo")
+VENV_OF = {
+    "ppo": TRL_PPO_VENV,
+    "ppo_shared": TRL_PPO_VENV,
+    "ppo_valuehead": TRL_PPO_CLASSIC_VENV,
+}
 
 
 def command(framework: str, stage: str, out: Path, threads: int, extra: list[str]) -> list[str]:
@@ -268,7 +272,7 @@ def table(summaries: dict[str, dict], meta: dict) -> str:
             + ").",
         ]
     split_rows = []
-    for stage in ("ppo", "ppo_valuehead"):
+    for stage in ("ppo", "ppo_shared", "ppo_valuehead"):
         summary = summaries.get(stage, {})
         for side, label in (("ours", "this project"), ("trl", "TRL")):
             entry = summary.get("sides", {}).get(side, {})

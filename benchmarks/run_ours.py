@@ -82,7 +82,7 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             "stage.loss_type=sigmoid",
             "stage.reference=copy",
         ]
-    if stage.name in ("ppo", "ppo_valuehead"):
+    if stage.name in ("ppo", "ppo_shared", "ppo_valuehead"):
         if stage.name == "ppo":
             # TRL's PPO has a separate critic initialised from the reward model; so does this run.
             critic = ["stage.critic=separate", f"stage.critic_init={reward}"]
@@ -119,7 +119,7 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
     raise SystemExit(f"unknown stage {stage.name}")
 
 
-STAGE_OF = {"ppo_valuehead": "ppo"}  # benchmark name -> the CLI's stage=
+STAGE_OF = {"ppo_valuehead": "ppo", "ppo_shared": "ppo"}  # benchmark name -> the CLI's stage=
 
 
 def phase_split(metrics_csv: Path, stage: workload.Stage) -> dict[str, float]:
@@ -181,7 +181,7 @@ def main() -> None:
         cfg.callbacks = {**(cfg.callbacks or {}), "bench_timer": {"_target_": "run_ours.timer"}}
     run(cfg)
     extra = {"overrides": overrides(stage, work) + args.overrides}
-    if stage.name in ("ppo", "ppo_valuehead", "grpo", "rloo"):
+    if stage.name in ("ppo", "ppo_shared", "ppo_valuehead", "grpo", "rloo"):
         extra["phases_s"] = phase_split(run_dir / "metrics.csv", stage)
     if args.keep:
         extra["run_dir"] = str(run_dir)

@@ -151,7 +151,7 @@ def build_trainer(stage: workload.Stage, work: Path, output_dir: str, callback):
             reward_processing_classes=[load_tokenizer(work / "reward")],
             callbacks=[callback],
         )
-    if stage.name == "ppo":
+    if stage.name in ("ppo", "ppo_shared"):  # TRL 1.12 has one PPO design
         return build_ppo(stage, work, output_dir, callback, tokenizer)
     raise SystemExit(f"unknown stage {stage.name}")
 
@@ -376,7 +376,7 @@ def main() -> None:
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     extra = {"trl_trainer": type(trainer).__module__ + "." + type(trainer).__name__}
-    if stage.name == "ppo":
+    if stage.name in ("ppo", "ppo_shared"):
         extra["phases_s"] = ppo_split(trainer.bench_phases, stage)
     extra["transformers"] = transformers.__version__
     res = workload.result(stage, "trl", trl.__version__, window, **extra)

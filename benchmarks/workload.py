@@ -85,6 +85,17 @@ STAGES: dict[str, Stage] = {
         epochs=4,
         minibatches=4,
     ),
+    # this project's default PPO (the value head on the policy's trunk) against TRL 1.12's PPO,
+    # which always trains a separate value model: the same job, each framework's design
+    "ppo_shared": Stage(
+        "ppo_shared",
+        batch=16,
+        warmup=1,
+        steps=3,
+        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
+        epochs=4,
+        minibatches=4,
+    ),
     # the same PPO with the value head on the policy's trunk (this project's default critic),
     # against the classic TRL PPOTrainer (0.11.x, AutoModelForCausalLMWithValueHead)
     "ppo_valuehead": Stage(

@@ -101,6 +101,7 @@ class PPOModule(OnlineRLModule):
             config=self.sampling,
             generator_seed=seed,
             row_keys=self.rollout_row_keys(len(prompts)),
+            record_values=self.core.records_values_while_sampling,
         )
         return rollout.to(self.device)
 

@@ -3,7 +3,8 @@
 One iteration, given a rollout (queries + sampled responses) and their scores:
 
 1. shape the scores (missing-stop penalty, running scaling / normalisation, clipping);
-2. old log-probs and values from the policy, reference log-probs (no grad);
+2. old log-probs and values from the policy (recorded while sampling when the rollout
+   carries them: no second policy forward), reference log-probs (no grad);
 3. per-token rewards: -kl_coef * KL_t, the score on the last response token;
 4. advantages and returns by GAE; advantages whitened over the whole batch;
 5. PPO epochs over shuffled minibatches: clipped policy loss + vf_coef * clipped value loss;
@@ -182,7 +183,10 @@ class PPOCore:
         if self._can_reuse_sampling_logprobs(rollout):
             # Recorded while sampling: the policy forward would only recompute them.
             logits, old_logprobs = None, rollout.policy_logprobs.to(device)
-            old_values = self.critic_values(ids, mask, ctx)
+            if self.critic is None:
+                old_values = rollout.policy_values.to(device)
+            else:
+                old_values = self.critic_values(ids, mask, ctx)
         else:
             logits, old_logprobs, old_values = self.forward_response(ids, mask, ctx)
         keep = ids.shape[1] - ctx + 1  # positions ctx-1 .. T-1: the LM head skips the prompt
@@ -236,17 +240,22 @@ class PPOCore:
             yield from order.split(size)
 
     def _can_reuse_sampling_logprobs(self, rollout: RolloutBatch) -> bool:
-        """Old log-probs can come from sampling when nothing else needs a policy forward.
+        """Old log-probs (and values) can come from sampling when nothing needs a policy forward.
 
-        The shared value head needs the policy's hidden states (one forward gives both), and the
-        exact KL needs the policy's logits; a separate critic and a sampled-token KL need
-        neither.
+        The shared value head's values must have been recorded too (`record_values`), and the
+        exact KL needs the policy's logits, which sampling does not keep.
         """
+        values_known = self.critic is not None or rollout.policy_values is not None
         return (
             rollout.policy_logprobs is not None
-            and self.critic is not None
+            and values_known
             and self.config.kl_estimator != "full"
         )
+
+    @property
+    def records_values_while_sampling(self) -> bool:
+        """Whether rollouts should record the shared value head's values (`record_values`)."""
+        return self.critic is None and self.config.kl_estimator != "full"
 
     def critic_values(self, ids: Tensor, mask: Tensor, context_length: int) -> Tensor:
         """The separate critic's value of each response position. Shape (B, A), fp32."""

@@ -39,6 +39,10 @@ class RolloutBatch:
             sampling temperature (no top-k/top-p/min-length filtering), recorded while sampling
             with row keys: what PPO/GRPO/RLOO's old log-probs are, without another forward pass.
             0 outside ``response_mask``. Shape (B, A), fp32.
+        policy_values: Optional values of the response positions from the policy's value head
+            (position t: the state before response token t), recorded while sampling
+            (``generate_rollout(record_values=True)``). 0 outside ``response_mask``.
+            Shape (B, A), fp32.
     """
 
     query_ids: Tensor
@@ -50,6 +54,7 @@ class RolloutBatch:
     completions: list[str]
     logprobs: Tensor | None = None
     policy_logprobs: Tensor | None = None
+    policy_values: Tensor | None = None
 
     def __post_init__(self) -> None:
         batch, _ = self.query_ids.shape
@@ -62,7 +67,7 @@ class RolloutBatch:
             batch
         ):
             raise ValueError("RolloutBatch: response_ids/response_mask must both be (B, A)")
-        for name in ("logprobs", "policy_logprobs"):
+        for name in ("logprobs", "policy_logprobs", "policy_values"):
             value = getattr(self, name)
             if value is not None and value.shape != self.response_ids.shape:
                 raise ValueError(f"RolloutBatch: {name} must have the shape of response_ids")

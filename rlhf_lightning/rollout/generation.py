@@ -156,6 +156,7 @@ def generate_rollout(
     prepend_bos: bool = True,
     return_logprobs: bool = False,
     row_keys: Tensor | None = None,
+    record_values: bool = False,
 ) -> RolloutBatch:
     """Sample one response per query in a single batched ``generate`` call.
 
@@ -185,6 +186,10 @@ def generate_rollout(
             ``generator_seed``, each row's noise is then a function of (seed, key, step) alone
             (``keyed_sampling``): the same answers whatever the batch composition or the number
             of data-parallel processes. Shape (B,). None: one stream for the batch.
+        record_values: For a value-head wrapper (``model.v_head``): also record the value of
+            every response position from the hidden state each decoding step already computes
+            (the LM head's input, which is the ``hidden_states[-1]`` the wrapper's forward
+            reads), so PPO needs no policy forward to get its old values.
 
     Returns:
         A :class:`RolloutBatch` on the model's device. Shapes (B, Q) and (B, A) with
@@ -220,7 +225,11 @@ def generate_rollout(
             "min_new_tokens": 0,
             "logits_processor": LogitsProcessorList([keyed]),
         }
-    with eval_mode(model), _seeded(device, generator_seed):
+    with (
+        eval_mode(model),
+        _seeded(device, generator_seed),
+        _recording_values(model, lm, record_values) as recorded_values,
+    ):
         out = lm.generate(
             input_ids=q_ids,
             attention_mask=q_mask.long(),
@@ -241,6 +250,10 @@ def generate_rollout(
     if keyed is not None and keyed.policy_logprobs:
         recorded = torch.stack(keyed.policy_logprobs, dim=1)[:, : sampled.shape[1]]
         policy_logprobs = torch.where(cut.response_mask, recorded, 0.0)
+    policy_values = None
+    if recorded_values:
+        values = torch.stack(recorded_values, dim=1)[:, : sampled.shape[1]]
+        policy_values = torch.where(cut.response_mask, values, 0.0)
     lengths = cut.response_mask.sum(dim=1).tolist()
     responses = [row[:n] for row, n in zip(cut.response_ids.tolist(), lengths, strict=True)]
     if prompts is None:
@@ -255,6 +268,7 @@ def generate_rollout(
         completions=tokenizer.batch_decode(responses, skip_special_tokens=True),
         logprobs=logprobs,
         policy_logprobs=policy_logprobs,
+        policy_values=policy_values,
     )
 
 
@@ -308,6 +322,33 @@ def _query_rows(
         rows = [[int(t) for t in row] for row in query_ids]
     start = start_token_id(tokenizer)
     return [row or [start] for row in rows]
+
+
+@contextmanager
+def _recording_values(model: nn.Module, lm: nn.Module, enabled: bool) -> Iterator[list[Tensor]]:
+    """Collect ``model.v_head`` of the last position's hidden state at every LM-head call.
+
+    Each decoding step runs the LM head once: on the prompt (its last position predicts
+    response token 0) and then on each new token, so step t's value is the value of response
+    position t. Only (B,) per step is kept, not the hidden states.
+    """
+    recorded: list[Tensor] = []
+    if not enabled:
+        yield recorded
+        return
+    head = getattr(model, "v_head", None)
+    if head is None:
+        raise ValueError("record_values needs a value-head wrapper (a model with .v_head)")
+
+    def record(_module: nn.Module, args: tuple) -> None:
+        hidden = args[0][:, -1]  # (B, H): the newest position
+        recorded.append(head(hidden).reshape(hidden.shape[0]).float())
+
+    handle = lm.get_output_embeddings().register_forward_pre_hook(record)
+    try:
+        yield recorded
+    finally:
+        handle.remove()
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,7 +63,10 @@ def test_ppo_stage_raises_a_toy_reward(tmp_path):
     reward = metrics["rollout/reward_mean"].to_numpy()
     assert len(reward) == 30
     assert reward[-5:].mean() > reward[:5].mean() + 0.05, reward
-    assert metrics["rollout/kl"].iloc[0] == 0.0  # the first rollout comes from the reference
+    # The first rollout comes from the reference. Its old log-probs were recorded while
+    # decoding with the KV cache and the reference's come from one full forward: equal to
+    # float rounding (~1e-6), not bit for bit.
+    assert abs(metrics["rollout/kl"].iloc[0]) < 1e-5
     for name in [
         "rollout/reward_std",
         "rollout/response_length",
@@ -174,3 +178,36 @@ def test_separate_critic_full_kl_and_accumulation_run_through_the_stage(tmp_path
     assert moved, "the critic did not train"
     assert (tmp_path / "ppo" / "model" / "critic").is_dir()
     assert list((tmp_path / "ppo" / "wandb").glob("offline-run-*"))
+
+
+def test_shared_critic_experience_reuses_sampling_without_a_policy_forward():
+    """Old log-probs and values recorded while sampling: make_experience runs only the
+    reference, and gives what the policy forward gives."""
+    policy, tok = _tiny_policy()
+    policy = policy.eval()
+    torch.nn.init.normal_(policy.v_head.summary.weight, std=1.0)
+    core = PPOCore(policy, build_reference(policy, mode="copy"), PPOConfig())
+    assert core.records_values_while_sampling
+    rollout = generate_rollout(
+        policy,
+        tok,
+        prompts=["I love", "The new phone is", "my", "ok"],
+        config=SamplingConfig(max_new_tokens=8),
+        generator_seed=0,
+        row_keys=torch.arange(4),
+        record_values=core.records_values_while_sampling,
+    )
+    scores = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    calls = []
+    handle = policy.register_forward_hook(lambda *_: calls.append(1))
+    fast = core.make_experience(rollout, scores)
+    handle.remove()
+    assert calls == []  # no policy forward
+    slow = core.make_experience(
+        dataclasses.replace(rollout, policy_logprobs=None, policy_values=None), scores
+    )
+    for name in ("old_logprobs", "old_values", "advantages", "returns", "rewards"):
+        assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-5), name
+    assert not PPOCore(
+        policy, core.reference, PPOConfig(kl_estimator="full")
+    ).records_values_while_sampling

@@ -109,3 +109,36 @@ def test_recorded_policy_log_probs_equal_a_forward_pass_even_when_filtering(gpt2
         gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
     )
     assert torch.allclose(out.policy_logprobs, again, atol=1e-4)
+
+
+def test_recorded_values_equal_the_value_head_forward(policy, demo_tokenizer):
+    """PPO's old values come from the hidden states decoding already computed (GPT-2 and
+    Llama): the same numbers the value-head wrapper's own forward gives."""
+    from rlhf_lightning.models.value_head import CausalLMWithValueHead
+
+    wrapped = CausalLMWithValueHead(policy).eval()
+    torch.nn.init.normal_(wrapped.v_head.summary.weight, std=1.0)  # values far from zero
+    out = generate_rollout(
+        wrapped,
+        demo_tokenizer,
+        ["a b c", "c", ""],
+        config=SamplingConfig(max_new_tokens=9),
+        generator_seed=0,
+        row_keys=torch.arange(3),
+        record_values=True,
+    )
+    with torch.no_grad():
+        full = wrapped(out.input_ids, out.attention_mask).values
+    expected = full[:, out.context_length - 1 : -1]
+    mask = out.response_mask
+    assert out.policy_values.shape == mask.shape
+    assert float(expected[mask].abs().mean()) > 0.1
+    assert torch.allclose(out.policy_values[mask], expected[mask], atol=1e-5)
+    assert torch.equal(out.policy_values[~mask], torch.zeros_like(out.policy_values[~mask]))
+
+
+def test_recording_values_needs_a_value_head(gpt2, demo_tokenizer):
+    import pytest
+
+    with pytest.raises(ValueError, match="v_head"):
+        generate_rollout(gpt2, demo_tokenizer, ["a"], generator_seed=0, record_values=True)
