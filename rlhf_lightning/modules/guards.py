@@ -75,6 +75,12 @@ class NonFiniteGuard:
         self.consecutive = state["consecutive"]
 
 
+def optimized_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]:
+    """The parameters `optimizer` updates: the ones whose gradients the guard must check (a
+    frozen reference or reward model held by the module has none, and walking it costs time)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 class GuardedOptimizerStep:
     """LightningModule mixin (automatic optimisation): skip steps with non-finite loss/grads.
 
@@ -87,7 +93,7 @@ class GuardedOptimizerStep:
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         loss = optimizer_closure() if optimizer_closure is not None else None
-        if self.guard.update_is_finite(loss, self.parameters()):
+        if self.guard.update_is_finite(loss, optimized_parameters(optimizer)):
             optimizer.step()
         self.log("train/skipped_steps", float(self.guard.skipped))
 

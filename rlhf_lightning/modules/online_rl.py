@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
 from rlhf_lightning.models.reference import Reference
-from rlhf_lightning.modules.guards import NonFiniteGuard
+from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.modules.ppo_core import iteration_metrics
 from rlhf_lightning.rewards.base import RewardSource
@@ -109,7 +109,7 @@ class OnlineRLModule(L.LightningModule):
 
     def _optimizer_step(self) -> None:
         optimizer = self.optimizers()
-        if not self.guard.update_is_finite(None, self.parameters()):
+        if not self.guard.update_is_finite(None, optimized_parameters(optimizer)):
             optimizer.zero_grad(set_to_none=True)  # weights and optimizer moments untouched
             return
         if self.max_grad_norm is not None:

@@ -311,7 +311,9 @@ class PPOCore:
         if skipped:  # a broken minibatch: no update from it (classic TRL ratio_threshold)
             loss = loss * 0.0
         with torch.no_grad():
-            entropy = masked_mean(entropy_from_logits(logits.float() / cfg.temperature), m)
+            scaled = logits.float()  # no copy for fp32 logits
+            scaled = scaled if cfg.temperature == 1.0 else scaled / cfg.temperature
+            entropy = masked_mean(entropy_from_logits(scaled), m)
             explained = _explained_variance(values, exp.returns, m)
         stats = {
             "train/policy_loss": policy.loss.detach(),

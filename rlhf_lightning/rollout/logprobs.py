@@ -251,7 +251,9 @@ def _score_chunk(
         )
     logits = logits[:, context_length - 1 : -1]  # (b, A, V): position t scores token t+1
     logprobs = token_logprobs(logits, ids[:, context_length:], temperature=temperature)
-    entropy = entropy_from_logits(logits.float() / temperature) if want_entropy else None
+    scaled = logits.float()  # no copy for fp32
+    scaled = scaled if temperature == 1.0 else scaled / temperature
+    entropy = entropy_from_logits(scaled) if want_entropy else None
     values = logprobs.new_empty(logprobs.shape[0], 0)
     if want_values:
         values = _values_of(out)[:, context_length - 1 : -1].float()
