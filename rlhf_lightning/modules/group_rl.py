@@ -31,6 +31,7 @@ class GroupRLModule(OnlineRLModule):
         total_iterations: stop after this many rollouts.
         samples_path / sample_every: sample records, as in PPO.
         max_consecutive_bad_steps: non-finite updates in a row before the run stops.
+        seed: the run's seed; rollouts sample from (seed, iteration).
     """
 
     checkpoint_key = "group_rl"
@@ -49,6 +50,7 @@ class GroupRLModule(OnlineRLModule):
         samples_path: Path | None = None,
         sample_every: int = 10,
         max_consecutive_bad_steps: int = 10,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             policy,
@@ -63,6 +65,7 @@ class GroupRLModule(OnlineRLModule):
             samples_path=samples_path,
             sample_every=sample_every,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            seed=seed,
         )
         self.config = config
         self.core = GroupCore(policy, reference, config)

@@ -42,6 +42,8 @@ class OnlineRLModule(L.LightningModule):
         total_iterations: stop after this many rollouts (None: the Trainer's limits).
         samples_path / sample_every: where and how often sample rows are appended.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
+        seed: the run's seed (`seed=`); rollout sampling draws from (seed, iteration), so runs
+            of a seed sweep sample independently.
         checkpoint_key: the checkpoint entry holding the iteration (and `extra_state()`).
     """
 
@@ -61,8 +63,10 @@ class OnlineRLModule(L.LightningModule):
         samples_path: Path | None = None,
         sample_every: int = 10,
         max_consecutive_bad_steps: int = 10,
+        seed: int = 0,
     ) -> None:
         super().__init__()
+        self.seed = seed
         self.policy = policy
         self.reference = reference
         self.reward = reward
@@ -216,12 +220,13 @@ class OnlineRLModule(L.LightningModule):
         return torch.arange(rows) + self.global_rank * rows
 
     def rollout_seed(self, tag: str) -> int:
-        """The sampling seed of this iteration's rollout: a pure function of (tag, iteration).
+        """The sampling seed of this iteration's rollout: a pure function of (tag, run seed,
+        iteration).
 
         `hash()` of a string changes with every Python process, so it cannot be used here: a
         resumed run must draw the same samples as one that never stopped.
         """
-        return zlib.crc32(f"{tag}:{self.iteration}".encode()) % (2**31)
+        return zlib.crc32(f"{tag}:{self.seed}:{self.iteration}".encode()) % (2**31)
 
     def _finish_iteration(self) -> None:
         self.iteration += 1

@@ -33,6 +33,7 @@ class PPOModule(OnlineRLModule):
         critic: a separate value model (`ValueModel`); None uses the policy's value head.
         total_iterations: stop after this many PPO iterations (None: the Trainer's limits).
         max_consecutive_bad_steps: non-finite updates in a row before the run stops.
+        seed: the run's seed; rollouts sample from (seed, iteration).
     """
 
     checkpoint_key = "ppo"
@@ -52,6 +53,7 @@ class PPOModule(OnlineRLModule):
         critic: nn.Module | None = None,
         total_iterations: int | None = None,
         max_consecutive_bad_steps: int = 10,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             policy,
@@ -66,6 +68,7 @@ class PPOModule(OnlineRLModule):
             samples_path=samples_path,
             sample_every=sample_every,
             max_consecutive_bad_steps=max_consecutive_bad_steps,
+            seed=seed,
         )
         self.config = config
         self.critic = critic
@@ -93,13 +96,12 @@ class PPOModule(OnlineRLModule):
 
     def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
         """Sample one response per prompt; the seed follows the iteration so resume is exact."""
-        seed = hash((self.iteration, self.global_step)) % (2**31)
         rollout = generate_rollout(
             self.policy,
             self.tokenizer,
             prompts=prompts,
             config=self.sampling,
-            generator_seed=seed,
+            generator_seed=self.rollout_seed("ppo"),
             row_keys=self.rollout_row_keys(len(prompts)),
             record_values=self.core.records_values_while_sampling,
         )

@@ -48,6 +48,7 @@ def run_group_rl(ctx: RunContext) -> L.Trainer:
         samples_path=ctx.run_dir / "samples.jsonl",
         sample_every=stage.sample_every,
         max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
+        seed=cfg.seed,
     )
     trainer = fit_online_rl(ctx, module)
     if not trainer.is_global_zero:

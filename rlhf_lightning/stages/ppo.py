@@ -54,6 +54,7 @@ def run_ppo(ctx: RunContext) -> L.Trainer:
         samples_path=ctx.run_dir / "samples.jsonl",
         sample_every=stage.sample_every,
         max_consecutive_bad_steps=cfg.max_consecutive_bad_steps,
+        seed=cfg.seed,
         critic=critic,
         total_iterations=stage.iterations,
     )
