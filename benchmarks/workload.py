@@ -71,9 +71,11 @@ class Stage:
 
 _PAIR_SIDE = PAIR_PROMPT + PAIR_COMPLETION + 1
 STAGES: dict[str, Stage] = {
-    "sft": Stage("sft", batch=8, warmup=2, steps=12, tokens_per_sample=SFT_LENGTH),
+    # SFT and reward steps take ~0.4 s: 30 / 24 of them keep the timed window above 10 s, long
+    # enough that a slow spell of a shared machine does not decide the ratio.
+    "sft": Stage("sft", batch=8, warmup=2, steps=30, tokens_per_sample=SFT_LENGTH),
     # a pair = chosen + rejected sequences
-    "reward": Stage("reward", batch=8, warmup=2, steps=12, tokens_per_sample=2 * _PAIR_SIDE),
+    "reward": Stage("reward", batch=8, warmup=2, steps=24, tokens_per_sample=2 * _PAIR_SIDE),
     "dpo": Stage("dpo", batch=8, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
     # a sample = one generated response (prompt + response tokens)
     "ppo": Stage(

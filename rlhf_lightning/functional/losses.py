@@ -98,7 +98,15 @@ def sft_loss(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> SFTLossOut
         ValueError: If no token is a target.
     """
     target_mask = loss_mask[:, 1:]
-    nll = -shifted_token_logprobs(logits, input_ids)
+    if logits.dtype in (torch.float32, torch.float64):
+        # Fused log-softmax + NLL: the same numbers as log_softmax + gather, with a cheaper
+        # backward (one (B, T, V) gradient pass instead of two; ~25% of the loss's time).
+        shifted = logits[:, :-1]
+        nll = F.cross_entropy(
+            shifted.reshape(-1, shifted.shape[-1]), input_ids[:, 1:].reshape(-1), reduction="none"
+        ).view(target_mask.shape)
+    else:  # half precision: the row-wise fp32 upcast of shifted_token_logprobs
+        nll = -shifted_token_logprobs(logits, input_ids)
     return SFTLossOutput(masked_mean(nll, target_mask), target_mask.sum().detach())
 
 

@@ -9,11 +9,13 @@ from rlhf_lightning.functional import (
     aggregate_loss,
     dpo_loss,
     grpo_token_loss,
+    masked_mean,
     pairwise_loss,
     ppo_policy_loss,
     ppo_value_loss,
     rloo_sequence_loss,
     sft_loss,
+    shifted_token_logprobs,
 )
 
 LOG2 = math.log(2.0)
@@ -44,6 +46,22 @@ def test_sft_loss_is_token_weighted_next_token_nll():
     assert out.loss.item() == approx(expected)
     assert out.num_tokens.item() == 5
     assert not out.num_tokens.requires_grad
+
+
+def test_sft_loss_fused_path_equals_log_softmax_gather_in_value_and_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 7))
+    mask = torch.rand(3, 7) > 0.3
+    mask[0, 1] = True
+    fused = sft_loss(logits, ids, mask).loss
+    (fused_grad,) = torch.autograd.grad(fused, logits)
+    reference = masked_mean(-shifted_token_logprobs(logits, ids), mask[:, 1:])
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    torch.testing.assert_close(fused, reference)
+    torch.testing.assert_close(fused_grad, reference_grad)
+    half = sft_loss(logits.detach().bfloat16(), ids, mask).loss  # the row-wise upcast path
+    assert half.dtype == torch.float32 and abs(half.item() - fused.item()) < 0.05
 
 
 def test_sft_loss_empty_mask_raises():
