@@ -180,8 +180,10 @@ def generate_rollout(
             :func:`~rlhf_lightning.rollout.queries.encode_prompts`.
         return_logprobs: Also return the log-probs of the sampled tokens under the sampling
             distribution, from ``generate``'s scores (logits / temperature after any top-k/top-p
-            filtering). They equal :func:`~rlhf_lightning.rollout.logprobs.response_logprobs` at
-            the same temperature when sampling is on-policy.
+            filtering, and without the pad token, which is never sampled). They equal
+            :func:`~rlhf_lightning.rollout.logprobs.response_logprobs` at the same temperature
+            when sampling is on-policy, up to the pad token's probability (~0 for a trained
+            model).
         row_keys: One int key per row (e.g. its index in the global batch). With a
             ``generator_seed``, each row's noise is then a function of (seed, key, step) alone
             (``keyed_sampling``): the same answers whatever the batch composition or the number
@@ -203,6 +205,12 @@ def generate_rollout(
     device = next(lm.parameters()).device
     q_ids, q_mask = left_pad(rows, pad_id, device)
     kwargs = config.generate_kwargs(stop_ids, pad_id)
+    # Padding is never a response token: a pad id inside a response would read as padding
+    # downstream, and an added pad token (models.tokenizer.PAD_TOKEN) has an untrained
+    # embedding row a reward model or critic without it cannot even look up.
+    banned = [pad_id] if pad_id not in stop_ids else []
+    if banned:
+        kwargs["suppress_tokens"] = banned
     keyed = None
     if row_keys is not None and generator_seed is not None and config.do_sample:
         keyed = KeyedSampler(
@@ -215,6 +223,7 @@ def generate_rollout(
             min_new_tokens=config.min_new_tokens,
             stop_token_ids=stop_ids,
             keep_warped=return_logprobs,
+            banned_token_ids=banned,
         )
         # Greedy over the keyed choice is the sample; generate's warpers and its min-length
         # rule stay off (the sampler applies them after recording the policy's log-probs).
@@ -225,6 +234,7 @@ def generate_rollout(
             "min_new_tokens": 0,
             "logits_processor": LogitsProcessorList([keyed]),
         }
+        kwargs.pop("suppress_tokens", None)  # the sampler bans them after recording
     with (
         eval_mode(model),
         _seeded(device, generator_seed),
@@ -412,7 +422,14 @@ def sample_completions(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
+            suppress_tokens=_pad_ban(tokenizer),
         )
     model.train(was_training)
     new_tokens = out[:, batch["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def _pad_ban(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    """[pad id] when the pad token is not also EOS (see `generate_rollout`), else None."""
+    pad = tokenizer.pad_token_id
+    return [pad] if pad is not None and pad != tokenizer.eos_token_id else None

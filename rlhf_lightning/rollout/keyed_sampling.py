@@ -88,6 +88,8 @@ class KeyedSampler(LogitsProcessor):
         prompt_width: the padded query width Q (step = current length - Q).
         temperature / top_k / top_p: as in ``SamplingConfig``.
         min_new_tokens / stop_token_ids: stop tokens are impossible before this many tokens.
+        banned_token_ids: never drawn (the pad token: a response never contains one). Like
+            the min-length rule, the ban shapes the draw, not the recorded policy log-probs.
         keep_warped: keep each step's warped scores in ``warped`` (B, V), for log-probs.
 
     Attributes:
@@ -106,6 +108,7 @@ class KeyedSampler(LogitsProcessor):
         min_new_tokens: int = 0,
         stop_token_ids: list[int] | None = None,
         keep_warped: bool = False,
+        banned_token_ids: list[int] | None = None,
     ) -> None:
         self.seed = seed
         self.row_keys = row_keys.long()
@@ -120,6 +123,7 @@ class KeyedSampler(LogitsProcessor):
         self.temperature = temperature
         self.min_new_tokens = min_new_tokens
         self.stop_token_ids = list(stop_token_ids or [])
+        self.banned_token_ids = list(banned_token_ids or [])
         self.keep_warped = keep_warped
         self.warped: list[Tensor] = []
         self.policy_logprobs: list[Tensor] = []
@@ -132,15 +136,16 @@ class KeyedSampler(LogitsProcessor):
         policy = torch.log_softmax(logits / self.temperature, dim=-1)
         scores = logits
         forbid_stop = step < self.min_new_tokens and bool(self.stop_token_ids)
-        if forbid_stop:
+        banned = self.banned_token_ids + (self.stop_token_ids if forbid_stop else [])
+        if banned:
             scores = logits.clone()
-            scores[:, self.stop_token_ids] = float("-inf")
+            scores[:, banned] = float("-inf")
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         if self.keep_warped:
             self.warped.append(scores)
         u = keyed_uniform(self.seed, self.row_keys.to(scores.device), step)
-        filtered = forbid_stop or any(
+        filtered = bool(banned) or any(
             not isinstance(w, TemperatureLogitsWarper) for w in self.warpers
         )
         probs = torch.softmax(scores, dim=-1) if filtered else policy.exp()

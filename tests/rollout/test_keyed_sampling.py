@@ -83,9 +83,15 @@ def test_keyed_log_probs_are_the_warped_scores_of_the_sampled_tokens(gpt2, demo_
         row_keys=torch.arange(2),
         return_logprobs=True,
     )
-    again = response_logprobs(
-        gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
+    pad = demo_tokenizer.pad_token_id  # banned from the draw: rescore under the same ban
+    ban = gpt2.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, logits: logits.index_fill(-1, torch.tensor([pad]), float("-inf"))
     )
+    with torch.no_grad():
+        again = response_logprobs(
+            gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
+        )
+    ban.remove()
     mask = out.response_mask
     assert torch.allclose(out.logprobs[mask], again[mask], atol=1e-4)
 
@@ -142,3 +148,43 @@ def test_recording_values_needs_a_value_head(gpt2, demo_tokenizer):
 
     with pytest.raises(ValueError, match="v_head"):
         generate_rollout(gpt2, demo_tokenizer, ["a"], generator_seed=0, record_values=True)
+
+
+def test_the_pad_token_is_never_sampled_even_when_the_policy_prefers_it(gpt2, demo_tokenizer):
+    """A pad id inside a response would read as padding downstream (and an added pad token's
+    untrained row can be missing from a reward model's vocabulary): sampling skips it, while
+    the recorded old log-probs stay the policy's own."""
+    from rlhf_lightning.rollout import response_logprobs
+
+    pad = demo_tokenizer.pad_token_id
+    assert pad is not None and pad != demo_tokenizer.eos_token_id
+
+    def prefer_pad(_module, _inputs, logits):
+        logits = logits.clone()
+        logits[..., pad] += 30.0  # nearly all the mass on the pad token
+        return logits
+
+    handle = gpt2.get_output_embeddings().register_forward_hook(prefer_pad)
+    try:
+        keyed = generate_rollout(
+            gpt2,
+            demo_tokenizer,
+            ["a b", "c", ""],
+            config=SamplingConfig(max_new_tokens=6),
+            generator_seed=0,
+            row_keys=torch.arange(3),
+        )
+        plain = generate_rollout(
+            gpt2, demo_tokenizer, ["a b", "c", ""], config=SamplingConfig(max_new_tokens=6)
+        )
+        with torch.no_grad():
+            again = response_logprobs(
+                gpt2, keyed.input_ids, keyed.attention_mask, keyed.context_length
+            )
+    finally:
+        handle.remove()
+    for out in (keyed, plain):
+        assert not (out.response_ids[out.response_mask] == pad).any()
+    mask = keyed.response_mask
+    assert torch.allclose(keyed.policy_logprobs[mask], again[mask], atol=1e-4)
+    assert float(again[mask].max()) < -20  # the policy did prefer the pad token

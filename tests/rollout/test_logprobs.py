@@ -104,10 +104,17 @@ def test_rollout_logprobs_match_rescoring(policy, demo_tokenizer, prompts):
     batch = generate_rollout(
         policy, demo_tokenizer, prompts, config=config, generator_seed=5, return_logprobs=True
     )
+    # The sampling distribution is the policy's without the pad token (never a response
+    # token): rescore under the same ban.
+    pad = demo_tokenizer.pad_token_id
+    ban = policy.get_output_embeddings().register_forward_hook(
+        lambda _m, _i, logits: logits.index_fill(-1, torch.tensor([pad]), float("-inf"))
+    )
     with torch.no_grad():
         rescored = response_logprobs(
             policy, batch.input_ids, batch.attention_mask, batch.context_length, TEMPERATURE
         )
+    ban.remove()
     mask = batch.response_mask
     torch.testing.assert_close(rescored[mask], batch.logprobs[mask], atol=1e-5, rtol=0)
 
