@@ -70,6 +70,14 @@ class Stage:
 
 
 _PAIR_SIDE = PAIR_PROMPT + PAIR_COMPLETION + 1
+_PPO_RUN = {
+    "batch": 16,
+    "warmup": 1,
+    "steps": 3,
+    "tokens_per_sample": PROMPT_TOKENS + RESPONSE_TOKENS,
+    "epochs": 4,
+    "minibatches": 4,
+}
 STAGES: dict[str, Stage] = {
     # SFT and reward steps take ~0.4 s: 30 / 24 of them keep the timed window above 10 s, long
     # enough that a slow spell of a shared machine does not decide the ratio.
@@ -78,37 +86,14 @@ STAGES: dict[str, Stage] = {
     "reward": Stage("reward", batch=8, warmup=2, steps=24, tokens_per_sample=2 * _PAIR_SIDE),
     "dpo": Stage("dpo", batch=8, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
     # a sample = one generated response (prompt + response tokens)
-    "ppo": Stage(
-        "ppo",
-        batch=16,
-        warmup=1,
-        steps=3,
-        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
-        epochs=4,
-        minibatches=4,
-    ),
+    # ppo: a separate critic on both sides (TRL 1.12's only design: the same arithmetic)
+    "ppo": Stage("ppo", **_PPO_RUN),
     # this project's default PPO (the value head on the policy's trunk) against TRL 1.12's PPO,
     # which always trains a separate value model: the same job, each framework's design
-    "ppo_shared": Stage(
-        "ppo_shared",
-        batch=16,
-        warmup=1,
-        steps=3,
-        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
-        epochs=4,
-        minibatches=4,
-    ),
+    "ppo_shared": Stage("ppo_shared", **_PPO_RUN),
     # the same PPO with the value head on the policy's trunk (this project's default critic),
     # against the classic TRL PPOTrainer (0.11.x, AutoModelForCausalLMWithValueHead)
-    "ppo_valuehead": Stage(
-        "ppo_valuehead",
-        batch=16,
-        warmup=1,
-        steps=3,
-        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
-        epochs=4,
-        minibatches=4,
-    ),
+    "ppo_valuehead": Stage("ppo_valuehead", **_PPO_RUN),
     "grpo": Stage(
         "grpo",
         batch=8,
