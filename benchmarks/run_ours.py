@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import shutil
 import sys
 import tempfile
@@ -190,12 +189,7 @@ def main() -> None:
     version = getattr(rlhf_lightning, "__version__", "dev")
     extra["source"] = str(Path(rlhf_lightning.__file__).resolve().parent.parent)
     res = workload.result(stage, "rlhf_lightning", version, window, **extra)
-    res["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-    if args.trace:
-        # whole run (warm-up steps included, the same number on both sides)
-        res["forwards"] = dict(sorted(workload.ForwardTrace.counts.items()))
-        res["forward_tokens"] = workload.forward_tokens(workload.ForwardTrace.counts)
-    workload.emit(res, args.out)
+    workload.finish(res, args.trace, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -362,11 +361,7 @@ def main() -> None:
         extra = {"trl_trainer": "trl.PPOTrainer (classic step API)", "phases_s": phases}
         extra["transformers"] = transformers.__version__
         res = workload.result(stage, "trl", trl.__version__, window, **extra)
-        res["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-        if args.trace:
-            res["forwards"] = dict(sorted(workload.ForwardTrace.counts.items()))
-            res["forward_tokens"] = workload.forward_tokens(workload.ForwardTrace.counts)
-        workload.emit(res, args.out)
+        workload.finish(res, args.trace, args.out)
         return
     output_dir = tempfile.mkdtemp(prefix=f"bench-trl-{stage.name}-")
     try:
@@ -380,12 +375,7 @@ def main() -> None:
         extra["phases_s"] = ppo_split(trainer.bench_phases, stage)
     extra["transformers"] = transformers.__version__
     res = workload.result(stage, "trl", trl.__version__, window, **extra)
-    res["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
-    if args.trace:
-        # whole run (warm-up steps included, the same number on both sides)
-        res["forwards"] = dict(sorted(workload.ForwardTrace.counts.items()))
-        res["forward_tokens"] = workload.forward_tokens(workload.ForwardTrace.counts)
-    workload.emit(res, args.out)
+    workload.finish(res, args.trace, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,6 +71,15 @@ class Stage:
 
 
 _PAIR_SIDE = PAIR_PROMPT + PAIR_COMPLETION + 1
+_GROUP_RUN = {
+    "batch": 8,
+    "group": 4,
+    "warmup": 1,
+    "steps": 3,
+    "tokens_per_sample": PROMPT_TOKENS + RESPONSE_TOKENS,
+    "epochs": 2,
+    "minibatches": 4,
+}
 _PPO_RUN = {
     "batch": 16,
     "warmup": 1,
@@ -94,26 +104,8 @@ STAGES: dict[str, Stage] = {
     # the same PPO with the value head on the policy's trunk (this project's default critic),
     # against the classic TRL PPOTrainer (0.11.x, AutoModelForCausalLMWithValueHead)
     "ppo_valuehead": Stage("ppo_valuehead", **_PPO_RUN),
-    "grpo": Stage(
-        "grpo",
-        batch=8,
-        group=4,
-        warmup=1,
-        steps=3,
-        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
-        epochs=2,
-        minibatches=4,
-    ),
-    "rloo": Stage(
-        "rloo",
-        batch=8,
-        group=4,
-        warmup=1,
-        steps=3,
-        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
-        epochs=2,
-        minibatches=4,
-    ),
+    "grpo": Stage("grpo", **_GROUP_RUN),
+    "rloo": Stage("rloo", **_GROUP_RUN),
 }
 # KL / loss settings both sides use.
 GRPO_BETA = 0.04
@@ -349,6 +341,16 @@ def result(stage: Stage, framework: str, version: str, window: StepWindow | floa
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **extra,
     }
+
+
+def finish(res: dict, traced: bool, out: str | None) -> None:
+    """Add the thread setting and (with --trace) the forward counts of the whole run, warm-up
+    included (the same number of steps on both sides), then `emit`."""
+    res["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    if traced:
+        res["forwards"] = dict(sorted(ForwardTrace.counts.items()))
+        res["forward_tokens"] = forward_tokens(ForwardTrace.counts)
+    emit(res, out)
 
 
 def emit(res: dict, out: str | None) -> None:
