@@ -208,7 +208,7 @@ def generate_rollout(
     # Padding is never a response token: a pad id inside a response would read as padding
     # downstream, and an added pad token (models.tokenizer.PAD_TOKEN) has an untrained
     # embedding row a reward model or critic without it cannot even look up.
-    banned = [pad_id] if pad_id not in stop_ids else []
+    banned = _pad_ban(pad_id, stop_ids)
     if banned:
         kwargs["suppress_tokens"] = banned
     keyed = None
@@ -422,14 +422,13 @@ def sample_completions(
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            suppress_tokens=_pad_ban(tokenizer),
+            suppress_tokens=_pad_ban(tokenizer.pad_token_id, [tokenizer.eos_token_id]) or None,
         )
     model.train(was_training)
     new_tokens = out[:, batch["input_ids"].shape[1] :]
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
-def _pad_ban(tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
-    """[pad id] when the pad token is not also EOS (see `generate_rollout`), else None."""
-    pad = tokenizer.pad_token_id
-    return [pad] if pad is not None and pad != tokenizer.eos_token_id else None
+def _pad_ban(pad_id: int | None, stop_ids: list[int]) -> list[int]:
+    """[pad id] unless the pad token is also a stop token (see `generate_rollout`), else []."""
+    return [pad_id] if pad_id is not None and pad_id not in stop_ids else []

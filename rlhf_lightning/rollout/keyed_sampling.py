@@ -134,10 +134,12 @@ class KeyedSampler(LogitsProcessor):
         # The policy's own distribution at T: recorded for the drawn tokens, and (when nothing
         # filters it at this step) the very distribution sampled from.
         policy = torch.log_softmax(logits / self.temperature, dim=-1)
-        scores = logits
         forbid_stop = step < self.min_new_tokens and bool(self.stop_token_ids)
         banned = self.banned_token_ids + (self.stop_token_ids if forbid_stop else [])
-        if banned:
+        truncating = any(not isinstance(w, TemperatureLogitsWarper) for w in self.warpers)
+        scores = logits
+        if banned and (truncating or self.keep_warped):
+            # top-k/top-p must choose among allowed tokens; kept scores must show the ban
             scores = logits.clone()
             scores[:, banned] = float("-inf")
         for warper in self.warpers:
@@ -145,10 +147,14 @@ class KeyedSampler(LogitsProcessor):
         if self.keep_warped:
             self.warped.append(scores)
         u = keyed_uniform(self.seed, self.row_keys.to(scores.device), step)
-        filtered = bool(banned) or any(
-            not isinstance(w, TemperatureLogitsWarper) for w in self.warpers
-        )
-        probs = torch.softmax(scores, dim=-1) if filtered else policy.exp()
+        if truncating:
+            probs = torch.softmax(scores, dim=-1)
+        else:
+            # The policy at T itself; a banned token's mass is dropped (the cdf is scaled by
+            # its total below), with no second softmax over the vocabulary.
+            probs = policy.exp()
+            if banned:
+                probs[:, banned] = 0.0
         cdf = probs.double().cumsum_(dim=-1)
         # u > 0, so a token of probability 0 (a flat stretch of the cdf) is never the first
         # index whose cdf reaches u * total.
