@@ -78,10 +78,11 @@ def _module_tensors(module) -> list:
 
 
 def _build(args: argparse.Namespace, lora: bool):
+    from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
     from rlhf_lightning.models.loading import ModelSpec, load_model_and_tokenizer
 
     spec = ModelSpec(
-        tokenizer="demo",
+        tokenizer=str(ensure_demo_tokenizer()),
         arch={
             "type": "gpt2",
             "n_layer": args.n_layer,
@@ -96,8 +97,7 @@ def _build(args: argparse.Namespace, lora: bool):
 def run_child(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from rlhf_lightning.modules.ppo_core import PPOConfig
-    from rlhf_lightning.ppo_api import PPOTrainer
+    from rlhf_lightning.ppo_api import PPOConfig, PPOTrainer
     from rlhf_lightning.rewards.examples import letter_rate
 
     torch.set_num_threads(args.threads)

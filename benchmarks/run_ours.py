@@ -74,7 +74,7 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             *common,
         ]
         if stage.name == "reward":
-            return [*pairs, "stage.calibration.enabled=false"]
+            return [*pairs, "stage.calibration=null"]
         return [
             *pairs,
             f"stage.beta={workload.DPO_BETA}",
@@ -94,10 +94,10 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             *critic,
             f"stage.sampling.max_new_tokens={workload.RESPONSE_TOKENS}",
             f"stage.sampling.min_new_tokens={workload.RESPONSE_TOKENS}",
-            f"stage.ppo.ppo_epochs={stage.epochs}",
-            f"stage.ppo.num_minibatches={stage.minibatches}",
-            f"stage.ppo.kl_coef={workload.PPO_KL_COEF}",
-            "stage.ppo.max_grad_norm=null",  # TRL's PPO trainers do not clip by default
+            f"stage.algorithm.epochs={stage.epochs}",
+            f"stage.algorithm.num_minibatches={stage.minibatches}",
+            f"stage.algorithm.kl_coef={workload.PPO_KL_COEF}",
+            "stage.algorithm.max_grad_norm=null",  # TRL's PPO trainers do not clip by default
             *common,
         ]
     if stage.name in ("grpo", "rloo"):
@@ -107,11 +107,11 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             *online,
             "stage.reference=copy",
             f"stage.algorithm.group_size={stage.group}",
-            f"stage.algorithm.num_iterations={stage.epochs}",
+            f"stage.algorithm.epochs={stage.epochs}",
             f"stage.algorithm.num_minibatches={stage.minibatches}",
-            f"stage.algorithm.max_new_tokens={workload.RESPONSE_TOKENS}",
+            f"stage.sampling.max_new_tokens={workload.RESPONSE_TOKENS}",
             f"stage.sampling.min_new_tokens={workload.RESPONSE_TOKENS}",
-            f"stage.algorithm.beta={beta}",
+            f"stage.algorithm.kl_coef={beta}",
             f"stage.algorithm.max_grad_norm={workload.MAX_GRAD_NORM}",
             *common,
         ]

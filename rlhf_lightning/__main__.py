@@ -14,10 +14,15 @@ from rlhf_lightning.paths import config_dir
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from rlhf_lightning.builtins import resolve_builtins
+    from rlhf_lightning.pipeline import run_pipeline
     from rlhf_lightning.train import run
 
     try:
-        summary = run(cfg)
+        if cfg.stage.name == "pipeline":
+            summary = run_pipeline(cfg)
+        else:
+            summary = run(resolve_builtins(cfg))
     except RLHFError as err:
         logging.getLogger("rlhf_lightning").error("%s", err)
         print(f"error: {err}", file=sys.stderr)

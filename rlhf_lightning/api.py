@@ -13,18 +13,16 @@ keyword arguments are shorthands for overrides, and `overrides` takes any other.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from rlhf_lightning.builtins import resolve_builtins
+from rlhf_lightning.config import compose_stage
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.paths import config_dir
 
 _BUILTIN_MODELS = {"demo", "tiny", "tiny_llama"}
 
@@ -45,17 +43,9 @@ class StageResult:
 def compose_config(
     stage: str, overrides: Sequence[str] = (), run_dir: str | Path | None = None
 ) -> DictConfig:
-    """The config `python -m rlhf_lightning stage=<stage> <overrides>` would run with."""
-    overrides = [f"stage={stage}", *overrides]
-    if GlobalHydra.instance().is_initialized():
-        # Inside a running Hydra app (e.g. a stage building the demo policy it starts from).
-        cfg = compose("config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir or tempfile.mkdtemp(prefix=f"rlhf_lightning-{stage}-"))
-    return cfg
+    """The config `python -m rlhf_lightning stage=<stage> <overrides>` would run with, built-in
+    model names resolved to directories (built on first use)."""
+    return resolve_builtins(compose_stage(stage, overrides, run_dir))
 
 
 def run_stage(
@@ -167,9 +157,9 @@ def reward(
         The result; `model_dir` loads with `ModelReward.from_pretrained` and feeds `api.ppo`.
     """
     if calibrate_on is None:
-        args = ["stage.calibration.enabled=false"]
+        args = ["stage.calibration=null"]
     else:
-        args = ["stage.calibration.enabled=true", f"stage.calibration.policy={calibrate_on}"]
+        args = [f"stage.calibration.policy={calibrate_on}"]
     args += _common_overrides(max_steps=max_steps, lora=lora)
     return run_stage(
         "reward", backbone, dataset=dataset, output_dir=output_dir, overrides=[*args, *overrides]
@@ -201,7 +191,7 @@ def ppo(
         iterations: PPO iterations (rollout + optimisation).
         lora: train a LoRA adapter (the adapter-off base is then the reference).
         output_dir: the run directory (a fresh temporary one when None).
-        overrides: any further CLI-style overrides, e.g. `["stage.ppo.kl_coef=0.1"]`.
+        overrides: any further CLI-style overrides, e.g. `["stage.algorithm.kl_coef=0.1"]`.
 
     With neither reward given, the stage default scores: the calibrated demo reward model.
     `samples.jsonl` in the run directory holds sampled completions and their rewards.

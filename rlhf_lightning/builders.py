@@ -1,11 +1,10 @@
-"""Config -> objects shared by every stage runner: model spec, trainer, fit-and-finish."""
+"""The Lightning Trainer of a run (loggers, checkpoints, strategy) and the fit around it."""
 
 from __future__ import annotations
 
 import logging
 import pickle
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +21,10 @@ from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
-from rlhf_lightning.models import ModelSpec
 from rlhf_lightning.rundir import checkpoint_path
 from rlhf_lightning.strategies import build_strategy, strategy_name
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunContext:
-    """What every stage runner receives."""
-
-    cfg: DictConfig
-    run_dir: Path
-    dataset: Any = None  # an in-memory `datasets.Dataset` passed from Python instead of data.path
-
-
-def build_model_spec(cfg: DictConfig) -> ModelSpec:
-    spec = instantiate(cfg.model, _convert_="all")
-    if not isinstance(spec, ModelSpec):
-        raise ConfigError("model: the model config must build a ModelSpec (model=demo|tiny|...).")
-    return spec
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = None) -> L.Trainer:
@@ -76,7 +58,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = Non
         callbacks.append(RunProgressBar())
     loggers = build_loggers(cfg.logger, run_dir, run_name=f"{cfg.stage.name}-{run_dir.name}")
     log_config(loggers, cfg)
-    trainer_args = plain(cfg.trainer)
+    trainer_args: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)  # type: ignore[assignment]
     # A name passes through; a mapping (trainer=fsdp|deepspeed_zero2|deepspeed_zero3) becomes
     # Lightning's FSDPStrategy / DeepSpeedStrategy (rlhf_lightning/strategies.py).
     trainer_args["strategy"] = build_strategy(
@@ -95,38 +77,41 @@ def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = Non
 
 
 def fit_and_checkpoint(
-    ctx: RunContext, module: L.LightningModule, datamodule: L.LightningDataModule
+    cfg: DictConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
 ) -> L.Trainer:
     """Fit (resuming from `ckpt_path` when set), write last.ckpt, validate the final weights.
 
     With ``stage.validate_at_start`` a fresh run validates the initial weights first, so the
     metrics start at step 0 (the starting point every curve and summary table compares with).
     """
-    trainer = build_trainer(ctx.cfg, ctx.run_dir, module)
-    if ctx.cfg.stage.get("validate_at_start") and ctx.cfg.ckpt_path is None:
+    trainer = build_trainer(cfg, run_dir, module)
+    if cfg.stage.get("validate_at_start") and cfg.ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ctx.cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException as err:
-        raise _interrupted(trainer, ctx.run_dir) from err
+        raise _interrupted(trainer, run_dir) from err
     except pickle.UnpicklingError as err:
         # torch.load(weights_only=True) refused a Python object: nothing from the file ran.
         raise ConfigError(
-            f"ckpt_path={ctx.cfg.ckpt_path}: not loaded, the file holds Python objects other "
+            f"ckpt_path={cfg.ckpt_path}: not loaded, the file holds Python objects other "
             "than tensors and plain values, and unpickling them could run code from it "
             f"({_refused_global(err)}). Fix: resume from a last.ckpt "
             "written by rlhf_lightning, or re-save the checkpoint's state dicts with plain "
             "values."
         ) from err
     except RuntimeError as err:
-        if ctx.cfg.ckpt_path is None or "PytorchStreamReader" not in str(err):
+        if cfg.ckpt_path is None or "PytorchStreamReader" not in str(err):
             raise
         raise ConfigError(
-            f"ckpt_path={ctx.cfg.ckpt_path}: not a readable checkpoint (the file is cut short "
+            f"ckpt_path={cfg.ckpt_path}: not a readable checkpoint (the file is cut short "
             "or is not a torch checkpoint). Fix: resume from another checkpoint, e.g. the "
             "previous periodic one in <run_dir>/checkpoints/."
         ) from err
-    trainer.save_checkpoint(checkpoint_path(ctx.run_dir))
+    trainer.save_checkpoint(checkpoint_path(run_dir))
     interval = trainer.val_check_interval
     # Validate once more when the last scheduled validation did not see the final weights.
     if isinstance(interval, int) and trainer.global_step % interval != 0:
@@ -151,7 +136,3 @@ def _interrupted(trainer: L.Trainer, run_dir: Path) -> RunInterrupted:
         f"command again with ckpt_path={where} to continue.",
         exit_code=128 + int(getattr(signal, name)),
     )
-
-
-def plain(node: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]

@@ -11,6 +11,7 @@ these functions only use the process group Lightning's strategy set up.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -85,3 +86,32 @@ def over_global_batch(fn: Callable[..., Tensor], x: Tensor, *others: Tensor) -> 
     gathered = [gather_rows(t)[0] for t in others]
     out = fn(full, *gathered)[mine]
     return out[:, : x.shape[1]] if x.dim() > 1 else out
+
+
+def over_global_rows(fn: Callable[[Any], Any], inputs: Any) -> Any:
+    """``fn(inputs)`` on every rank's rows; this rank's rows of the result.
+
+    For functions of a NamedTuple of row-wise tensors (e.g. an advantage estimator's
+    ``AdvantageInputs``) whose statistics span the whole batch. Tensor fields are gathered
+    (widths padded with 0 / False), other fields pass through; the result's tensor fields are
+    cut back to this rank's rows and width. None stays None.
+    """
+    _, world = rank_and_world()
+    if world == 1:
+        return fn(inputs)
+    fields = inputs._asdict()
+    tensors = {k: v for k, v in fields.items() if isinstance(v, Tensor)}
+    mine = slice(0)
+    gathered = {}
+    for name, value in tensors.items():
+        gathered[name], mine = gather_rows(value)
+    width = next((v.shape[1] for v in tensors.values() if v.dim() > 1), None)
+    out = fn(inputs._replace(**gathered))
+
+    def local(x: Any) -> Any:
+        if not isinstance(x, Tensor):
+            return x
+        x = x[mine]
+        return x[:, :width] if x.dim() > 1 and width is not None else x
+
+    return type(out)(*(local(x) for x in out))

@@ -5,24 +5,35 @@
     scores = [human_rating(q, r) for q, r in zip(queries, responses)]
     stats = trainer.step(queries, responses, scores)     # one PPO iteration
 
-The same `PPOCore` as the `stage=ppo` LightningModule does the work: only the optimiser
-loop around it (plain torch here, Lightning's manual optimisation there) differs.
+The same `OnlineRLCore` as the `stage=ppo` LightningModule does the work, with the same
+algorithm (GAE, clipped token loss, token mean, KL in the reward): only the optimiser loop
+around it (plain torch here, Lightning's manual optimisation there) differs.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.functional import (
+    KLInReward,
+    clipped_token_loss,
+    gae_advantages,
+    token_mean,
+)
 from rlhf_lightning.models import disable_dropout, load_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.models.value_head import CausalLMWithValueHead
-from rlhf_lightning.modules.ppo_core import PPOConfig, PPOCore, iteration_metrics
+from rlhf_lightning.modules.online import OnlineRLCore, RLAlgorithm, ScoreShaping, ValueLoss
+from rlhf_lightning.modules.online.records import iteration_metrics
 from rlhf_lightning.rollout import (
     RolloutBatch,
     SamplingConfig,
@@ -32,6 +43,81 @@ from rlhf_lightning.rollout import (
 )
 
 Tokens = Sequence[int] | Tensor
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters of the custom-loop API (classic TRL's names where they match).
+
+    Attributes:
+        ppo_epochs: passes over each batch.
+        num_minibatches: minibatches per pass (the batch size must divide by it).
+        gradient_accumulation_steps: minibatches per optimizer step; divides num_minibatches.
+        clip_eps: policy ratio clip range.
+        value_clip: value clip range around the rollout-time values.
+        vf_coef: weight of the value loss.
+        gamma, lam: GAE discount and trace decay.
+        kl_estimator: per-token KL in the reward: k1, abs, mse, k3, or full.
+        kl_coef: initial (adaptive) or fixed KL coefficient.
+        adaptive_kl: Ziegler et al.'s controller toward `kl_target` over `kl_horizon`.
+        whiten_rewards: whiten per-token rewards before GAE (keeps their mean).
+        max_grad_norm: gradient clipping; None disables.
+        ratio_threshold: skip a minibatch whose mean ratio exceeds this.
+        target_kl: stop the epochs early when the policy KL exceeds 1.5 x this; None never.
+        score_scale / score_norm / score_clip: running scaling, normalisation, clipping.
+        missing_stop_penalty: subtracted from the score of responses that never stopped.
+        temperature: sampling temperature; log-probs are computed at the same temperature.
+    """
+
+    ppo_epochs: int = 4
+    num_minibatches: int = 4
+    gradient_accumulation_steps: int = 1
+    clip_eps: float = 0.2
+    value_clip: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl_estimator: Literal["k1", "abs", "mse", "k3", "full"] = "k1"
+    kl_coef: float = 0.05
+    adaptive_kl: bool = False
+    kl_target: float = 6.0
+    kl_horizon: int = 10000
+    whiten_rewards: bool = False
+    max_grad_norm: float | None = 1.0
+    ratio_threshold: float = 10.0
+    target_kl: float | None = None
+    score_scale: bool = False
+    score_norm: bool = False
+    score_clip: float | None = None
+    missing_stop_penalty: float | None = None
+    temperature: float = 1.0
+
+    def algorithm(self) -> RLAlgorithm:
+        """The same composition as ``stage=ppo``: GAE, clipped token loss, token mean, KL in
+        the reward, a value loss."""
+        return RLAlgorithm(
+            advantage=partial(
+                gae_advantages, gamma=self.gamma, lam=self.lam, whiten_rewards=self.whiten_rewards
+            ),
+            policy_loss=partial(clipped_token_loss, clip_low=self.clip_eps),
+            aggregation=token_mean,
+            kl=KLInReward(self.kl_estimator),
+            kl_coef=self.kl_coef,
+            adaptive_kl=self.adaptive_kl,
+            kl_target=self.kl_target,
+            kl_horizon=self.kl_horizon,
+            epochs=self.ppo_epochs,
+            num_minibatches=self.num_minibatches,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            value_loss=ValueLoss(self.vf_coef, self.value_clip),
+            shaping=ScoreShaping(
+                self.missing_stop_penalty, self.score_scale, self.score_norm, self.score_clip
+            ),
+            max_grad_norm=self.max_grad_norm,
+            ratio_threshold=self.ratio_threshold,
+            target_kl=self.target_kl,
+            log_entropy=True,
+        )
 
 
 class PPOTrainer:
@@ -68,7 +154,9 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.config = config or PPOConfig()
         self.reference = build_reference(self.policy, mode=reference)
-        self.core = PPOCore(self.policy, self.reference, self.config)
+        self.core = OnlineRLCore(
+            self.policy, self.reference, self.config.algorithm(), self.config.temperature
+        )
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=learning_rate)
         self.generator = torch.Generator().manual_seed(seed)

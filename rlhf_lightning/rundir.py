@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 
 def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
@@ -92,3 +94,15 @@ def redact_secrets(node: Any, parent_key: str = "") -> Any:
     if isinstance(node, list):
         return [redact_secrets(item, parent_key) for item in node]
     return node
+
+
+def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Write the resolved, redacted config to ``<run_dir>/.hydra/config.yaml`` (atomically).
+
+    Hydra's own copy keeps interpolations such as ``${hydra:runtime.output_dir}``; the contract
+    is the resolved config, and runs started from Python get the same file.
+    """
+    path = run_dir / ".hydra" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redact_secrets(resolved))))

@@ -1,7 +1,16 @@
-"""`run(cfg)`: run the stage the config names, fill the run directory, return its metrics.
+"""`run(cfg)`: one runner for every stage — instantiate, fit, finish, export — filling the run
+directory and returning its metrics.
 
-Callable from tests and notebooks with a composed config (`rlhf_lightning.api.compose_config`);
-`python -m rlhf_lightning` calls it through Hydra.
+A stage config names everything by ``_target_``: ``cfg.model`` builds a ``ModelSpec``,
+``cfg.data`` the DataModule, ``cfg.stage`` the LightningModule (with its typed sub-configs: the
+optimizer factory, the algorithm, the reward source, ...; ``stage.name`` and
+``stage.validate_at_start`` are the runner's). The runner loads the
+model the module asks for (``model_head``), hands it and its tokenizer to the DataModule and the
+module, fits, then lets the module finish (samples, calibration, before/after comparison) and
+export itself. The config is saved once, resolved, before anything is built, and never edited.
+
+Built-in model names (``demo:sft``, ...) must already be directories: the CLI and
+``rlhf_lightning.api`` resolve them first (``rlhf_lightning.builtins``).
 """
 
 from __future__ import annotations
@@ -10,76 +19,46 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import datasets
 import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_lightning.builders import RunContext
-from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.rundir import redact_secrets, write_metrics_json
+from rlhf_lightning.builders import fit_and_checkpoint
+from rlhf_lightning.errors import ConfigError, RLHFError
+from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
 
 log = logging.getLogger(__name__)
 
-
-def _sft(ctx: RunContext) -> L.Trainer:
-    from rlhf_lightning.stages.sft import run_sft
-
-    return run_sft(ctx)
-
-
-def _reward(ctx: RunContext) -> L.Trainer:
-    from rlhf_lightning.stages.reward import run_reward
-
-    return run_reward(ctx)
-
-
-def _ppo(ctx: RunContext) -> L.Trainer:
-    from rlhf_lightning.stages.ppo import run_ppo
-
-    return run_ppo(ctx)
-
-
-def _dpo(ctx: RunContext) -> L.Trainer:
-    from rlhf_lightning.stages.dpo import run_dpo
-
-    return run_dpo(ctx)
-
-
-def _group_rl(ctx: RunContext) -> L.Trainer:
-    from rlhf_lightning.stages.group_rl import run_group_rl
-
-    return run_group_rl(ctx)
-
-
-STAGES: dict[str, Callable[[RunContext], L.Trainer]] = {
-    "grpo": _group_rl,
-    "rloo": _group_rl,
-    "sft": _sft,
-    "reward": _reward,
-    "ppo": _ppo,
-    "dpo": _dpo,
-}
+# `stage.*` keys the runner reads; every other key of `stage` is an argument of its module.
+RUNNER_KEYS = ("name", "validate_at_start")
 
 
 def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
-    """Run the stage named by `cfg.stage.name` and return the `metrics.json` summary."""
+    """Run the stage `cfg` describes and return the `metrics.json` summary.
+
+    Args:
+        cfg: a composed root config (``rlhf_lightning.api.compose_config``), built-in names
+            resolved.
+        dataset: an in-memory ``datasets.Dataset`` / ``DatasetDict`` used instead of
+            ``data.path``.
+    """
     start = time.perf_counter()
     _quiet_third_party_output()
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    _save_resolved_config(cfg, run_dir)
+    save_resolved_config(cfg, run_dir)
     stage = cfg.stage.name
-    if stage == "pipeline":
-        from rlhf_lightning.stages.pipeline import run_pipeline
-
-        return run_pipeline(cfg, run)
-    if stage not in STAGES:
-        names = ", ".join(sorted([*STAGES, "pipeline"]))
-        raise ConfigError(f"stage={stage}: unknown stage. Fix: one of {names}.")
+    if "_target_" not in cfg.stage:
+        raise ConfigError(
+            f"stage={stage}: the stage config names no module to build (stage._target_). Fix: "
+            "pick one of the stages in conf/stage/ (sft, reward, dpo, ppo, grpo, rloo, ...)."
+        )
     if cfg.ckpt_path is not None and not Path(cfg.ckpt_path).is_file():
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: no such checkpoint file. Fix: give "
@@ -87,7 +66,7 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
         )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     try:
-        trainer = STAGES[stage](RunContext(cfg=cfg, run_dir=run_dir, dataset=dataset))
+        trainer = _fit_stage(cfg, run_dir, dataset)
     finally:
         _finish_wandb_run()
     if not trainer.is_global_zero:
@@ -100,6 +79,55 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
         _write_report(run_dir)
     log.info("Run directory: %s", run_dir)
     return summary
+
+
+def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
+    """Instantiate -> fit -> (rank 0) finish and export."""
+    module_class = get_class(cfg.stage._target_)
+    spec = _build(cfg.model, "model", ModelSpec)
+    model, tokenizer = load_model_and_tokenizer(spec, head=module_class.model_head)
+    datamodule = _build(
+        cfg.data, "data", module_class.datamodule_class, tokenizer=tokenizer, dataset=dataset
+    )
+    module_cfg = {k: v for k, v in _plain(cfg.stage).items() if k not in RUNNER_KEYS}
+    module = _build(module_cfg, "stage", module_class, model=model, tokenizer=tokenizer)
+    trainer = fit_and_checkpoint(cfg, run_dir, module, datamodule)
+    if trainer.is_global_zero:  # one process writes the run's outputs
+        finish = getattr(module, "finish", None)
+        if finish is not None:
+            finish()
+        if cfg.export.enabled:
+            module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
+    return trainer
+
+
+def _plain(node: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def _build(node: DictConfig | dict[str, Any], key: str, expected: type, **kwargs: Any) -> Any:
+    """``instantiate(node, **kwargs)``, with a project error naming `key` when it fails or
+    builds something other than `expected`."""
+    try:
+        built = instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, RLHFError):
+            raise cause from err
+        raise ConfigError(
+            f"{key}: could not be built ({_first_line(err)}). Fix: check {key}.*."
+        ) from err
+    if not isinstance(built, expected):
+        raise ConfigError(
+            f"{key}: builds a {type(built).__name__}, but this stage needs a {expected.__name__}. "
+            f"Fix: pick a {key.split('.')[0]} config made for this stage."
+        )
+    return built
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err.__cause__ or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _write_report(run_dir: Path) -> None:
@@ -123,15 +151,6 @@ def _finish_wandb_run() -> None:
         wandb.finish()
 
 
-def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
-    # Hydra's own copy keeps interpolations such as ${hydra:runtime.output_dir}; the contract
-    # is the resolved config, and runs started from Python get the same file.
-    path = run_dir / ".hydra" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(redact_secrets(resolved))))
-
-
 def _drop_advert(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
 
@@ -146,7 +165,7 @@ def _quiet_third_party_output() -> None:
         "ignore", message=r".*Experiment logs directory .* exists and is not empty.*"
     )
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    # PPO checkpoints are taken after a whole iteration (rollout + all minibatch updates).
+    # RL checkpoints are taken after a whole iteration (rollout + all minibatch updates).
     warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
     # The frozen reference model stays in eval mode on purpose.
     warnings.filterwarnings(

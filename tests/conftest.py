@@ -22,9 +22,10 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_tokenizer(isolated_cache):
+    from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
     from rlhf_lightning.models import load_tokenizer
 
-    return load_tokenizer("demo")
+    return load_tokenizer(str(ensure_demo_tokenizer()))
 
 
 @pytest.fixture

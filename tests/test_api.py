@@ -40,10 +40,9 @@ def test_reward_and_ppo_arguments_become_the_cli_overrides(composed, tmp_path):
 
     assert calibrated.stage.name == "reward" and calibrated.trainer.max_steps == 7
     assert calibrated.model.name_or_path == str(sft_dir)
-    assert calibrated.stage.calibration.enabled
     assert calibrated.stage.calibration.policy == str(sft_dir)
     # opt-in here, so that a tiny run never builds the demo policy just to calibrate on it
-    assert not raw.stage.calibration.enabled and raw.model.name_or_path is None
+    assert raw.stage.calibration is None and raw.model.name_or_path is None
 
     assert with_model.model.name_or_path == str(sft_dir) and with_model.stage.iterations == 3
     assert with_model.reward._target_.endswith("ModelReward.from_pretrained")
@@ -96,8 +95,8 @@ def test_sft_reward_ppo_chain_by_model_dir(tmp_path):
             "data.batch_size=8",
             "data.num_prompts=16",
             "stage.sampling.max_new_tokens=4",
-            "stage.ppo.ppo_epochs=1",
-            "stage.ppo.num_minibatches=2",
+            "stage.algorithm.epochs=1",
+            "stage.algorithm.num_minibatches=2",
             "reward.max_length=32",
             *QUIET,
         ],

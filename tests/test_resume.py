@@ -37,13 +37,13 @@ CASES = {
     "sft": ("sft", [*_SUPERVISED, "data=tiny", "data.max_samples=40", "stage.num_samples=0"], 8),
     "reward": (
         "reward",
-        [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40", "stage.calibration.enabled=false"],
+        [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40", "stage.calibration=null"],
         8,
     ),
     "dpo": ("dpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
     "ppo": (
         "ppo",
-        ["experiment=ppo_smoke", *_RL, "data.num_prompts=48", "stage.ppo.ppo_epochs=2"],
+        ["experiment=ppo_smoke", *_RL, "data.num_prompts=48", "stage.algorithm.epochs=2"],
         4,
     ),
     "grpo": ("grpo", ["experiment=grpo_smoke", *_RL, "data.num_prompts=24"], 4),

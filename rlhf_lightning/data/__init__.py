@@ -6,10 +6,12 @@ from rlhf_lightning.data.demo_pairs import build_demo_pairs
 from rlhf_lightning.data.formats import detect_format
 from rlhf_lightning.data.loading import load_table
 from rlhf_lightning.data.preference import PreferenceDataModule
+from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.data.sft import SFTDataModule
 
 __all__ = [
     "PreferenceDataModule",
+    "PromptDataModule",
     "SFTDataModule",
     "build_demo_pairs",
     "detect_format",

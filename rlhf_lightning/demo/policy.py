@@ -11,12 +11,16 @@ import logging
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rlhf_lightning.config import compose_stage
+from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
 from rlhf_lightning.paths import cache_dir
+from rlhf_lightning.train import run
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +33,27 @@ def demo_run_dir(stage: str) -> Path:
 
 def ensure_demo_sft_model() -> Path:
     """The directory of the demo SFT model (`save_pretrained` format), building it if needed."""
-    return _ensure_demo_model("sft", "about 5 minutes")
+    return _ensure_demo_model(
+        "sft", "about 5 minutes", lambda: [f"model.tokenizer={ensure_demo_tokenizer()}"]
+    )
 
 
 def ensure_demo_reward_model() -> Path:
     """The demo reward model (demo SFT backbone, calibrated on its samples), built if needed."""
-    return _ensure_demo_model("reward", "about 2 minutes after the SFT policy")
+
+    def links() -> list[str]:
+        policy = ensure_demo_sft_model()
+        return [f"model.name_or_path={policy}", f"stage.module.calibration.policy={policy}"]
+
+    return _ensure_demo_model("reward", "about 2 minutes after the SFT policy", links)
 
 
-def _ensure_demo_model(stage: str, duration: str) -> Path:
+def _ensure_demo_model(stage: str, duration: str, links: Callable[[], list[str]]) -> Path:
     run_dir = demo_run_dir(stage)
     model_dir = run_dir / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
+    overrides = links()  # the models this one starts from, built first if needed
     log.warning(
         "The demo %s model is not cached yet: training it now on the embedded default "
         "(first use only, %s on 2 CPU cores) -> %s",
@@ -52,10 +64,8 @@ def _ensure_demo_model(stage: str, duration: str) -> Path:
     partial = run_dir.with_name(run_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     with _preserved_rng():
-        from rlhf_lightning.api import compose_config
-        from rlhf_lightning.train import run
-
-        run(compose_config(stage, ["trainer.enable_progress_bar=false"], run_dir=partial))
+        overrides = ["trainer.enable_progress_bar=false", *overrides]
+        run(compose_stage(stage, overrides, run_dir=partial))
     # The cache only ever holds a finished build.
     shutil.rmtree(run_dir, ignore_errors=True)
     os.replace(partial, run_dir)

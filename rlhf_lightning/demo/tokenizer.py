@@ -23,8 +23,8 @@ def demo_tokenizer_dir() -> Path:
     return cache_dir() / f"demo-tokenizer-{_VERSION}-{DEMO_VOCAB_SIZE}"
 
 
-def demo_tokenizer() -> PreTrainedTokenizerFast:
-    """Load the demo tokenizer, training and caching it first if needed (a few seconds)."""
+def ensure_demo_tokenizer() -> Path:
+    """The demo tokenizer's directory, training and caching it first if needed (a few seconds)."""
     path = demo_tokenizer_dir()
     if not (path / "tokenizer.json").is_file():
         log.info("Training the demo tokenizer on the demo corpus (first use) -> %s", path)
@@ -32,7 +32,12 @@ def demo_tokenizer() -> PreTrainedTokenizerFast:
 
         texts = load_demo_corpus()["text"]
         train_bpe_tokenizer(texts, DEMO_VOCAB_SIZE).save_pretrained(path)
-    return PreTrainedTokenizerFast.from_pretrained(path)
+    return path
+
+
+def demo_tokenizer() -> PreTrainedTokenizerFast:
+    """Load the demo tokenizer (built on first use)."""
+    return PreTrainedTokenizerFast.from_pretrained(ensure_demo_tokenizer())
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

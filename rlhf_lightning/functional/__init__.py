@@ -2,6 +2,10 @@
 
 Every function here is torch-only and model-free. Shapes use one notation: B batch, T full
 sequence, A response tokens, V vocabulary. Masks are bool tensors, True = real token.
+
+Online RL is composed of four kinds of parts, each a family of functions with one signature:
+advantage estimators (``estimators``), policy losses (``policy``), loss aggregations
+(``aggregation``) and KL placements (``kl_placement``).
 """
 
 from rlhf_lightning.functional.advantages import (
@@ -10,6 +14,21 @@ from rlhf_lightning.functional.advantages import (
     group_advantages,
     rloo_advantages,
 )
+from rlhf_lightning.functional.aggregation import (
+    AggregationContext,
+    constant_normalizer,
+    global_token_mean,
+    sequence_mean,
+    token_mean,
+)
+from rlhf_lightning.functional.estimators import (
+    AdvantageInputs,
+    Advantages,
+    gae_advantages,
+    group_normalized_advantages,
+    leave_one_out_advantages,
+    reinforce_pp_advantages,
+)
 from rlhf_lightning.functional.kl import (
     AdaptiveKLController,
     FixedKLController,
@@ -17,6 +36,7 @@ from rlhf_lightning.functional.kl import (
     full_kl,
     kl_penalty,
 )
+from rlhf_lightning.functional.kl_placement import KLInLoss, KLInReward, KLShaping, score_only
 from rlhf_lightning.functional.logprobs import (
     entropy_from_logits,
     sequence_logprobs,
@@ -26,17 +46,9 @@ from rlhf_lightning.functional.logprobs import (
 from rlhf_lightning.functional.losses import (
     DPOLossOutput,
     PairwiseLossOutput,
-    PolicyLossOutput,
-    SequenceLossOutput,
     SFTLossOutput,
-    ValueLossOutput,
-    aggregate_loss,
     dpo_loss,
-    grpo_token_loss,
     pairwise_loss,
-    ppo_policy_loss,
-    ppo_value_loss,
-    rloo_sequence_loss,
     sft_loss,
 )
 from rlhf_lightning.functional.masked import (
@@ -46,44 +58,67 @@ from rlhf_lightning.functional.masked import (
     masked_whiten,
     position_ids_from_mask,
 )
+from rlhf_lightning.functional.policy import (
+    PolicyLoss,
+    ValueLossOutput,
+    clipped_sequence_loss,
+    clipped_token_loss,
+    ppo_value_loss,
+)
 from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
+from rlhf_lightning.functional.stats import distinct_n, explained_variance, sequence_kl
 from rlhf_lightning.functional.unigram import unigram_perplexity
 
 __all__ = [
-    "position_ids_from_mask",
-    "TokenRewards",
-    "last_token_index",
-    "ppo_token_rewards",
     "AdaptiveKLController",
+    "AdvantageInputs",
+    "Advantages",
+    "AggregationContext",
     "DPOLossOutput",
     "FixedKLController",
     "KLEstimator",
+    "KLInLoss",
+    "KLInReward",
+    "KLShaping",
     "PairwiseLossOutput",
-    "PolicyLossOutput",
+    "PolicyLoss",
     "RunningMoments",
     "SFTLossOutput",
-    "SequenceLossOutput",
+    "TokenRewards",
     "ValueLossOutput",
-    "aggregate_loss",
+    "clipped_sequence_loss",
+    "clipped_token_loss",
+    "constant_normalizer",
+    "distinct_n",
     "dpo_loss",
     "entropy_from_logits",
+    "explained_variance",
     "full_kl",
     "gae",
-    "grpo_token_loss",
+    "gae_advantages",
+    "global_token_mean",
     "group_advantages",
+    "group_normalized_advantages",
     "kl_penalty",
+    "last_token_index",
+    "leave_one_out_advantages",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
     "pairwise_loss",
-    "ppo_policy_loss",
+    "position_ids_from_mask",
+    "ppo_token_rewards",
     "ppo_value_loss",
+    "reinforce_pp_advantages",
     "rloo_advantages",
-    "rloo_sequence_loss",
+    "score_only",
+    "sequence_kl",
     "sequence_logprobs",
+    "sequence_mean",
     "sft_loss",
     "shifted_token_logprobs",
     "token_logprobs",
+    "token_mean",
     "unigram_perplexity",
 ]

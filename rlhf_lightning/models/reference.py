@@ -1,7 +1,7 @@
 """The frozen reference policy for the KL penalty: a copy, or the LoRA policy with its adapter off.
 
 Two kinds, one interface (:class:`Reference`): ``reference_logits(input_ids, attention_mask,
-position_ids) -> (B, T, V) fp32`` under ``torch.no_grad()``, with the same default positions as
+position_ids) -> (B, T, V) fp32`` (also its ``__call__``) under ``torch.no_grad()``, with the same default positions as
 the policy (:func:`~rlhf_lightning.models.value_head.position_ids_from_mask`), so a policy equal
 to its reference gives KL exactly 0 (ALGORITHMS.md §5.5).
 
@@ -34,7 +34,19 @@ ReferenceMode = Literal["copy", "adapter_off", "auto"]
 
 
 class Reference(Protocol):
-    """What the PPO stage needs from a reference policy."""
+    """What the online-RL and DPO stages need from a reference policy.
+
+    Calling it is ``reference_logits`` (the scoring path's call convention,
+    ``rollout.score_tokens``).
+    """
+
+    def __call__(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        position_ids: Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> Tensor: ...
 
     def reference_logits(
         self,

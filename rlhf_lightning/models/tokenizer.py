@@ -29,26 +29,19 @@ def load_tokenizer(
     trust_remote_code: bool = False,
     chat_template: str | None = None,
 ) -> PreTrainedTokenizerBase:
-    """Load a tokenizer by hub id, local directory, or `demo` (the embedded demo tokenizer).
+    """Load a tokenizer by hub id or local directory.
 
     The result has a pad token distinct from EOS where possible and a chat template.
     """
-    if name_or_path == "demo":
-        from rlhf_lightning.demo.tokenizer import demo_tokenizer
-
-        tokenizer = demo_tokenizer()
-    else:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                name_or_path, trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError) as err:
-            raise ModelError(
-                f"model.tokenizer={name_or_path}: cannot load a tokenizer ({err.__class__.__name__}: "
-                f"{str(err).splitlines()[0]}). Fix: point model.name_or_path (or model.tokenizer) "
-                "at a local directory written by save_pretrained, or at a hub id that is cached "
-                "on this machine."
-            ) from err
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"model.tokenizer={name_or_path}: cannot load a tokenizer ({err.__class__.__name__}: "
+            f"{str(err).splitlines()[0]}). Fix: point model.name_or_path (or model.tokenizer) "
+            "at a local directory written by save_pretrained, or at a hub id that is cached "
+            "on this machine."
+        ) from err
     return prepare_tokenizer(tokenizer, chat_template=chat_template)
 
 

@@ -1,6 +1,6 @@
 """Critics for PPO: a value head on the policy's trunk, or a separate value model.
 
-Two layouts (``ppo.critic``):
+Two layouts (``stage.critic``):
 
 - ``shared``: :class:`CausalLMWithValueHead`, the policy LM plus a scalar :class:`ValueHead` on its
   last hidden state (classic TRL, ALGORITHMS.md §1.3). One forward gives logits and values.
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import torch
-from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification, PeftModel
+from peft import AutoPeftModelForCausalLM, PeftModel
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM
 
 from rlhf_lightning.errors import ConfigError, ModelError
 from rlhf_lightning.functional import position_ids_from_mask
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 HEAD_WEIGHTS_NAME = "value_head.safetensors"
 HEAD_CONFIG_NAME = "value_head_config.json"
-_ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 ValueHeadInit = Literal["default", "zero", "normal"]
 
@@ -280,10 +280,10 @@ class CausalLMWithValueHead(nn.Module):
         """
         path = resolve_model_path(str(name_or_path)) or str(name_or_path)
         directory = Path(path)
-        if (directory / _ADAPTER_CONFIG_NAME).is_file():
-            lm = _load_adapter(AutoPeftModelForCausalLM, directory, is_trainable, kwargs)
+        if (directory / ADAPTER_CONFIG_NAME).is_file():
+            lm = load_adapter(AutoPeftModelForCausalLM, directory, is_trainable, kwargs)
         else:
-            lm = _load_hf(AutoModelForCausalLM, path, kwargs)
+            lm = load_hf(AutoModelForCausalLM, path, kwargs)
         v_head = _load_value_head(directory)
         if v_head is None:
             log.warning(
@@ -295,7 +295,7 @@ class CausalLMWithValueHead(nn.Module):
         return cls(lm, v_head, dropout=dropout, init=init, init_std=init_std)
 
 
-def _load_hf(auto_class: Any, path: str | Path, kwargs: dict[str, Any]) -> nn.Module:
+def load_hf(auto_class: Any, path: str | Path, kwargs: dict[str, Any]) -> nn.Module:
     try:
         return auto_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as err:
@@ -306,19 +306,19 @@ def _load_hf(auto_class: Any, path: str | Path, kwargs: dict[str, Any]) -> nn.Mo
         ) from err
 
 
-def _load_adapter(
+def load_adapter(
     auto_class: Any, directory: Path, is_trainable: bool, kwargs: dict[str, Any]
 ) -> nn.Module:
     """A peft adapter directory, loaded on the base model its config names."""
-    adapter_config = json.loads((directory / _ADAPTER_CONFIG_NAME).read_text())
+    adapter_config = json.loads((directory / ADAPTER_CONFIG_NAME).read_text())
     if not adapter_config.get("base_model_name_or_path"):
         raise ModelError(
-            f"{directory / _ADAPTER_CONFIG_NAME} names no base model, so the adapter has nothing "
+            f"{directory / ADAPTER_CONFIG_NAME} names no base model, so the adapter has nothing "
             "to load onto (the base was built from model.arch and never saved). Fix: save the "
             "base model with save_pretrained first and load it from there before adding LoRA, "
             "or export with model.lora.merge_on_export=true and load <dir>/merged."
         )
-    return _load_hf(auto_class, directory, {"is_trainable": is_trainable, **kwargs})
+    return load_hf(auto_class, directory, {"is_trainable": is_trainable, **kwargs})
 
 
 def _load_value_head(directory: Path) -> ValueHead | None:
@@ -339,141 +339,3 @@ def _load_value_head(directory: Path) -> ValueHead | None:
     head.to(getattr(torch, config.get("dtype", "float32")))
     head.load_state_dict(state)
     return head
-
-
-class ValueModel(nn.Module):
-    """A separate critic: a reward model's score head applied at every position.
-
-    A decoder ``AutoModelForSequenceClassification`` (GPT-2, Llama, ...) computes
-    ``score(last_hidden_state)`` for every position and pools the last real token; this
-    module returns the unpooled per-position scores as values, so at the last real token the
-    value equals the reward model's output (TRL's new PPO initialises the critic this way,
-    ALGORITHMS.md §2). The reward stage's calibration (``config.reward_calibration``,
-    mean/std) is NOT applied: values are fitted to returns by the value loss from the first
-    step on, so a fixed affine rescaling would only change where that fit starts.
-
-    Args:
-        model: A sequence classifier with ``num_labels=1`` whose head (``score``, or a Linear
-            ``classifier`` on the unpooled hidden states) scores each position; may be a peft
-            model wrapping one.
-
-    Raises:
-        ModelError: If the model has more than one label or no per-position linear head.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        num_labels = getattr(model.config, "num_labels", None)
-        if num_labels != 1:
-            raise ModelError(
-                f"the value model has num_labels={num_labels}; a critic needs one scalar. "
-                "Fix: build it from a reward model (num_labels=1), e.g. a stage=reward export."
-            )
-        self.model = model
-        _score_head(self._classifier)  # fail at construction, not at the first forward
-
-    @property
-    def _classifier(self) -> nn.Module:
-        """The transformers sequence classifier (inside the peft wrapper, if any)."""
-        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        position_ids: Tensor | None = None,
-    ) -> Tensor:
-        """Values for every position.
-
-        Args:
-            input_ids: Token ids. Shape (B, T).
-            attention_mask: True = real token. Shape (B, T).
-            position_ids: None computes them from the mask (:func:`position_ids_from_mask`).
-                Shape (B, T).
-
-        Returns:
-            Values, fp32. Shape (B, T).
-        """
-        if position_ids is None:
-            position_ids = position_ids_from_mask(attention_mask)
-        classifier = self._classifier
-        hidden = classifier.base_model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        ).last_hidden_state
-        head = _score_head(classifier)
-        head_dtype = next(head.parameters()).dtype
-        return head(hidden.to(head_dtype)).squeeze(-1).float()
-
-    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:
-        """The classifier's ``save_pretrained`` (only the adapter for a peft model)."""
-        out = Path(save_directory)
-        self.model.save_pretrained(out, **kwargs)
-        return out
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> ValueModel:
-        """Load a reward model export as a critic.
-
-        A LoRA reward model (a directory with ``adapter_config.json``) is loaded on its base and
-        merged, so the critic is a plain model whose weights all train. A checkpoint without a
-        trained score head (e.g. a causal LM) gets a fresh head and a warning.
-
-        Args:
-            name_or_path: Directory (e.g. ``<reward run>/model``) or cached hub id.
-            **kwargs: Passed to ``from_pretrained`` (e.g. ``dtype``).
-
-        Raises:
-            ModelError: If it cannot be loaded or has no usable head.
-        """
-        path = resolve_model_path(str(name_or_path)) or str(name_or_path)
-        directory = Path(path)
-        if (directory / _ADAPTER_CONFIG_NAME).is_file():
-            # The base is usually a causal LM export, whose config has the default 2 labels.
-            peft_model = _load_adapter(
-                AutoPeftModelForSequenceClassification,
-                directory,
-                False,
-                {"num_labels": 1, **kwargs},
-            )
-            return cls(peft_model.merge_and_unload())
-        model, info = _load_hf(
-            AutoModelForSequenceClassification,
-            path,
-            {"num_labels": 1, "output_loading_info": True, **kwargs},
-        )
-        missing = sorted(info.get("missing_keys", ()))
-        if missing:
-            log.warning(
-                "%s lacks %s: the critic starts from a fresh (random) head.", path, missing[:4]
-            )
-        return cls(model)
-
-
-def _score_head(classifier: nn.Module) -> nn.Module:
-    """The Linear that maps a hidden state to the score, applicable at every position."""
-    for name in ("score", "classifier"):
-        head = getattr(classifier, name, None)
-        if head is None:
-            continue
-        # peft's SEQ_CLS wraps the head in a ModulesToSaveWrapper that keeps the Linear inside.
-        linear = getattr(head, "original_module", head)
-        # BERT-style models feed the head a pooled [CLS] state, not each position's state.
-        pooled = hasattr(classifier, "pre_classifier") or (
-            getattr(classifier.base_model, "pooler", None) is not None
-        )
-        if isinstance(linear, nn.Linear) and linear.out_features == 1 and not pooled:
-            return head
-    raise ModelError(
-        f"{type(classifier).__name__} has no per-position score head (a Linear `score` or "
-        "`classifier` on the last hidden states, with one output); encoder classifiers pool "
-        "first, so their head cannot value each token. Fix: use a decoder reward model "
-        "(GPT-2, Llama, ... AutoModelForSequenceClassification with num_labels=1), or "
-        "ppo.critic=shared."
-    )

@@ -1,5 +1,15 @@
-"""One LightningModule per stage."""
+"""One LightningModule per stage; the online-RL algorithms share one, composed from parts."""
 
+from rlhf_lightning.modules.dpo import DPOModule
+from rlhf_lightning.modules.online import OnlineRLModule, RLAlgorithm
+from rlhf_lightning.modules.reward import Calibration, RewardModule
 from rlhf_lightning.modules.sft import SFTModule
 
-__all__ = ["SFTModule"]
+__all__ = [
+    "Calibration",
+    "DPOModule",
+    "OnlineRLModule",
+    "RLAlgorithm",
+    "RewardModule",
+    "SFTModule",
+]

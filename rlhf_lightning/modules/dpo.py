@@ -2,41 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.data import PreferenceDataModule
 from rlhf_lightning.data.pairs import REFERENCE_LOGP_KEYS
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.functional import dpo_loss, position_ids_from_mask, token_logprobs
-from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.functional import dpo_loss, sequence_logprobs
+from rlhf_lightning.models import build_reference, disable_dropout, export_model
+from rlhf_lightning.models.reference import Reference, ReferenceMode, initial_reference
 from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.rollout import score_tokens
 
-LogitsFn = Callable[[Tensor, Tensor], Tensor]
+log = logging.getLogger(__name__)
 
 
 def pair_logps(
-    batch: dict[str, Tensor], logits_fn: LogitsFn, length_normalize: bool = False
+    model: nn.Module | Reference, batch: dict[str, Tensor], length_normalize: bool = False
 ) -> tuple[Tensor, Tensor]:
     """(chosen, rejected) sequence log-probs, each (B,), from one forward over 2B rows.
 
     Args:
+        model: the policy or a reference (``rollout.score_tokens``' call convention).
         batch: a ``collate_pairs`` batch (each side (B, T), one T for both sides).
-        logits_fn: ``(input_ids, attention_mask) -> logits`` of shape (2B, T, V).
         length_normalize: average over completion tokens instead of summing (IPO).
     """
     ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
     mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
     targets = torch.cat([batch["chosen_completion_mask"], batch["rejected_completion_mask"]])
-    logits = logits_fn(ids, mask)  # (2B, T, V)
-    logps = token_logprobs(logits[:, :-1], ids[:, 1:])  # position t scores token t+1
+    logps = score_tokens(
+        model, ids, mask, start=1
+    ).logprobs  # (2B, T-1): every token after the first
     target_mask = targets[:, 1:].bool()
-    sums = torch.where(target_mask, logps, 0.0).sum(1)
+    sums = sequence_logprobs(logps, target_mask)
     if length_normalize:
         sums = sums / target_mask.sum(1).clamp_min(1)
     chosen, rejected = sums.chunk(2)
@@ -55,14 +62,10 @@ def reference_logps(
     DPO's precompute path: run once over the (unshuffled) data before training, stored as
     dataset columns, after which the reference need not be held at all.
     """
-
-    def logits_fn(ids: Tensor, mask: Tensor) -> Tensor:
-        return reference.reference_logits(ids, mask, position_ids_from_mask(mask))
-
     chosen, rejected = [], []
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        c, r = pair_logps(batch, logits_fn, length_normalize)
+        c, r = pair_logps(reference, batch, length_normalize)
         chosen.append(c.float().cpu())
         rejected.append(r.float().cpu())
     return torch.cat(chosen), torch.cat(rejected)
@@ -74,34 +77,48 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
     Sequence log-probs are sums over completion tokens only (prompt and padding masked); IPO
     uses their per-token averages. The implicit rewards `beta * (pi - ref)` are logged.
 
-    The reference's log-probs come from `reference` live, or from the batch when they were
-    precomputed (``ref_chosen_logps``/``ref_rejected_logps``, see `reference_logps`); then
-    `reference` may be None and no second model is held.
+    The reference's log-probs come from the reference live, or from the batch when they were
+    precomputed (``ref_chosen_logps``/``ref_rejected_logps``): with ``precompute_reference``
+    the untrained policy (or its adapter-off base with LoRA: no copy is made) scores every
+    pair once before training, the scores become dataset columns, and no reference is held.
 
     Args:
-        policy: the causal LM being trained (optionally LoRA-wrapped).
-        reference: the frozen reference (a copy, or the adapter-off base with LoRA), or None
-            when every batch carries precomputed reference log-probs.
+        model: the causal LM being trained (optionally LoRA-wrapped); dropout is turned off so
+            that the policy's and the reference's log-probs are comparable.
+        tokenizer: its tokenizer (for the export).
         optimizer / scheduler: factories (Hydra `_partial_`).
         beta: strength of the implicit KL constraint.
         loss_type: `sigmoid` (with `label_smoothing`), `hinge` or `ipo`.
         label_smoothing: cDPO label-flip probability (sigmoid only).
+        reference: `auto` | `copy` | `adapter_off` (built now), a reference object, or None
+            when every batch carries precomputed reference log-probs.
+        precompute_reference: score the pairs with the initial policy before training.
     """
+
+    model_head = "causal_lm"
+    datamodule_class = PreferenceDataModule
 
     def __init__(
         self,
-        policy: nn.Module,
-        reference: Reference | None,
-        optimizer: OptimizerFactory,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
         scheduler: SchedulerFactory | None = None,
         beta: float = 0.1,
         loss_type: Literal["sigmoid", "hinge", "ipo"] = "sigmoid",
         label_smoothing: float = 0.0,
+        reference: Reference | ReferenceMode | None = "auto",
+        precompute_reference: bool = False,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
         self.guard = NonFiniteGuard(max_consecutive_bad_steps)
-        self.policy = policy
+        self.policy = disable_dropout(model)
+        self.tokenizer = tokenizer
+        self.reference_mode: ReferenceMode = reference if isinstance(reference, str) else "auto"
+        self.precompute_reference = precompute_reference
+        if isinstance(reference, str):
+            reference = None if precompute_reference else build_reference(model, reference)
         self.reference = reference
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -116,20 +133,33 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
     def length_normalize(self) -> bool:
         return self.loss_type == "ipo"  # IPO uses length-averaged log-probs
 
-    def _policy_logits(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.policy(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask),
-            use_cache=False,  # a training forward: no KV cache to fill
-        ).logits
-
-    def _reference_logits(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.reference.reference_logits(ids, mask, position_ids_from_mask(mask))
+    def setup(self, stage: str) -> None:
+        if not self.precompute_reference or self.trainer.datamodule is None:
+            return
+        datamodule = self.trainer.datamodule
+        if (
+            getattr(datamodule, "train_dataset", None) is not None
+            and REFERENCE_LOGP_KEYS[0] in datamodule.train_dataset.column_names
+        ):
+            return  # already scored (validate_at_start ran first)
+        # Before training the policy is its own reference: no copy is made at all.
+        device = self.trainer.strategy.root_device
+        self.policy.to(device)
+        reference = initial_reference(self.policy, mode=self.reference_mode)
+        datamodule.add_reference_logps(
+            lambda loader: reference_logps(reference, loader, self.length_normalize, device)
+        )
+        self.policy.to("cpu")
+        log.info(
+            "Precomputed reference log-probs for %d training and %d validation pairs; "
+            "no reference model is held during training.",
+            datamodule.num_train_examples,
+            datamodule.num_val_examples,
+        )
 
     def _reference_pair_logps(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         if all(key in batch for key in REFERENCE_LOGP_KEYS):
-            return tuple(batch[key] for key in REFERENCE_LOGP_KEYS)
+            return batch[REFERENCE_LOGP_KEYS[0]], batch[REFERENCE_LOGP_KEYS[1]]
         if self.reference is None:
             raise ConfigError(
                 "DPO has no reference model and the batch carries no precomputed reference "
@@ -137,10 +167,10 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
                 "pass a reference."
             )
         with torch.no_grad():
-            return pair_logps(batch, self._reference_logits, self.length_normalize)
+            return pair_logps(self.reference, batch, self.length_normalize)
 
     def _loss(self, batch: dict[str, Tensor]):
-        pi_c, pi_r = pair_logps(batch, self._policy_logits, self.length_normalize)
+        pi_c, pi_r = pair_logps(self.policy, batch, self.length_normalize)
         ref_c, ref_r = self._reference_pair_logps(batch)
         return dpo_loss(pi_c, pi_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)
 
@@ -174,6 +204,14 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
                     names.get(name, f"val/{name}"), metric.compute(), prog_bar=name == "accuracy"
                 )
             metric.reset()
+
+    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
+        """The trained policy and its tokenizer as a Hugging Face directory."""
+        if self.tokenizer is None:
+            raise ConfigError(
+                "DPOModule.export needs the tokenizer: pass tokenizer= when building it."
+            )
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
 
     def configure_optimizers(self):
         return configure_optimizers(

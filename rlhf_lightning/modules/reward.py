@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
+from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.data import PreferenceDataModule
+from rlhf_lightning.data.demo_prompts import demo_prompts
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import pairwise_loss
+from rlhf_lightning.models import ModelSpec, disable_dropout, export_model, load_model_and_tokenizer
 from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.rewards import ModelReward
+from rlhf_lightning.rollout import sample_completions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Calibration:
+    """After training, score completions the starting policy samples and store their mean and
+    std in the exported config, so that the starting policy scores mean 0, std 1 (a reward of
+    +1.0 then means one standard deviation better than the starting policy).
+
+    Attributes:
+        policy: the starting policy's model directory.
+        num_samples: completions sampled (prompts: openings of demo corpus texts, the demo RL
+            stages' prompts).
+        max_new_tokens: tokens per completion.
+        batch_size: completions sampled per batch.
+    """
+
+    policy: str
+    num_samples: int = 256
+    max_new_tokens: int = 40
+    batch_size: int = 64
 
 
 class RewardModule(GuardedOptimizerStep, L.LightningModule):
@@ -21,31 +54,44 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
     Args:
         model: an `AutoModelForSequenceClassification` with `num_labels=1`. Decoder backbones
             pool at the last non-pad token (pad is distinct from EOS here, so that is the EOS).
+            Dropout is turned off: scores must not depend on a dropout draw.
+        tokenizer: its tokenizer (calibration and export).
         optimizer: builds the optimizer from the trainable parameters.
         scheduler: builds the LR schedule from `(optimizer, total_steps)`.
         center_coef: reward-centring coefficient; None disables it.
         use_margin: subtract the batch's `margin` column when present.
+        calibration: calibrate on a starting policy after training; None leaves scores raw.
+        seed: the calibration samples' seed.
     """
+
+    model_head = "reward"
+    datamodule_class = PreferenceDataModule
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: OptimizerFactory,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
         scheduler: SchedulerFactory | None = None,
         center_coef: float | None = None,
         use_margin: bool = True,
+        calibration: Calibration | None = None,
+        seed: int = 0,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
         self.guard = NonFiniteGuard(max_consecutive_bad_steps)
-        self.model = model
+        self.model = disable_dropout(model)
         if getattr(model.config, "use_cache", None):
             # Scoring never decodes: a KV cache filled in every forward only costs time.
             model.config.use_cache = False
+        self.tokenizer = tokenizer
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.center_coef = center_coef
         self.use_margin = use_margin
+        self.calibration = calibration
+        self.seed = seed
         self.val_loss = MeanMetric()
         self.val_accuracy = MeanMetric()
         self.val_tie_rate = MeanMetric()
@@ -93,6 +139,27 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
                 self.log(name, metric.compute(), prog_bar=name == "val/accuracy")
             metric.reset()
 
+    def finish(self) -> dict[str, float] | None:
+        """After fit: calibrate on the starting policy (stored in the model's config)."""
+        if self.calibration is None:
+            return None
+        mean, std = calibrate(self.model, self._tokenizer(), self.calibration, seed=self.seed)
+        # Stored with the model: ModelReward returns (score - mean) / std.
+        self.model.config.reward_calibration = {"mean": mean, "std": std}
+        log.info("Reward calibration on the starting policy: mean %.4f, std %.4f", mean, std)
+        return {"mean": mean, "std": std}
+
+    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
+        """The reward model and its tokenizer (``AutoModelForSequenceClassification`` loads it)."""
+        export_model(self.model, self._tokenizer(), out_dir, merge_lora=merge_lora)
+
+    def _tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ConfigError(
+                "RewardModule needs its tokenizer here: pass tokenizer= when building it."
+            )
+        return self.tokenizer
+
     def configure_optimizers(self):
         return configure_optimizers(
             self.model,
@@ -101,3 +168,29 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
             self.trainer.estimated_stepping_batches,
             precision=str(self.trainer.precision),
         )
+
+
+def calibrate(
+    reward_model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    calibration: Calibration,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Mean and std of the raw reward of completions the starting policy samples.
+
+    The prompts are openings of demo corpus texts (the demo RL stages' prompts).
+    """
+    policy, policy_tokenizer = load_model_and_tokenizer(ModelSpec(name_or_path=calibration.policy))
+    prompts = demo_prompts(calibration.num_samples, seed=seed)
+    completions: list[str] = []
+    for start in range(0, len(prompts), calibration.batch_size):
+        batch = prompts[start : start + calibration.batch_size]
+        completions += sample_completions(
+            policy,
+            policy_tokenizer,
+            batch,
+            max_new_tokens=calibration.max_new_tokens,
+            seed=seed + start,
+        )
+    scores = ModelReward(reward_model, tokenizer)(prompts, completions)
+    return float(scores.mean()), float(scores.std().clamp_min(1e-6))

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 from torchmetrics import SumMetric
+from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.data import SFTDataModule
 from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import sft_loss
+from rlhf_lightning.functional import unigram_perplexity as unigram_baseline
+from rlhf_lightning.models import export_model
 from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.rollout import sample_completions
+
+log = logging.getLogger(__name__)
 
 
 class SFTModule(GuardedOptimizerStep, L.LightningModule):
@@ -21,31 +33,69 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
 
     Args:
         model: a causal LM (a `transformers` model, optionally wrapped by peft).
+        tokenizer: its tokenizer (for the samples at the end and the export).
         optimizer: builds the optimizer from the trainable parameters (Hydra `_partial_`).
         scheduler: builds the LR schedule from `(optimizer, total_steps)`; stepped every
             optimizer step.
         unigram_perplexity: the validation split's unigram perplexity under the training
-            split's token frequencies; logged once as `val/unigram_perplexity`, the baseline
-            that `val/perplexity` should beat.
+            split's token frequencies, logged once as `val/unigram_perplexity`: the baseline
+            that `val/perplexity` should beat. None computes it from the datamodule
+            (``target_tokens``) when the fit starts.
+        sample_prompts / num_samples / sample_max_new_tokens: completions sampled after
+            training (the prompts cycled to `num_samples`), printed and appended to
+            `samples_path`.
+        seed: the samples' seed.
     """
+
+    model_head = "causal_lm"
+    datamodule_class = SFTDataModule
 
     def __init__(
         self,
         model: nn.Module,
-        optimizer: OptimizerFactory,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        optimizer: OptimizerFactory = torch.optim.AdamW,
         scheduler: SchedulerFactory | None = None,
         unigram_perplexity: float | None = None,
+        sample_prompts: Sequence[str] = (),
+        num_samples: int = 0,
+        sample_max_new_tokens: int = 40,
+        samples_path: str | Path | None = None,
+        seed: int = 0,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
         super().__init__()
         self.guard = NonFiniteGuard(max_consecutive_bad_steps)
         self.model = model
+        self.tokenizer = tokenizer
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.unigram_perplexity = unigram_perplexity
+        self._baseline_known = unigram_perplexity is not None
+        self.sample_prompts = list(sample_prompts)
+        self.num_samples = num_samples
+        self.sample_max_new_tokens = sample_max_new_tokens
+        self.samples_path = Path(samples_path) if samples_path is not None else None
+        self.seed = seed
         self.val_nll_sum = SumMetric()
         self.val_token_count = SumMetric()
         self._last_step_time: float | None = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        if self._baseline_known or not hasattr(datamodule, "target_tokens"):
+            return
+        datamodule.setup("fit")
+        self.unigram_perplexity = unigram_baseline(
+            datamodule.target_tokens("train"),
+            datamodule.target_tokens("validation"),
+            len(datamodule.tokenizer),
+        )
+        self._baseline_known = True
+        log.info(
+            "Validation unigram perplexity (train-split frequencies): %.1f",
+            self.unigram_perplexity,
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits, shape (B, T, V)."""
@@ -100,6 +150,38 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         super().on_load_checkpoint(checkpoint)
         if checkpoint.get("sft", {}).get("baseline_logged"):
             self.unigram_perplexity = None
+
+    def finish(self) -> list[dict[str, Any]]:
+        """After fit: sample `num_samples` completions of `sample_prompts`; print and save them."""
+        prompts = (self.sample_prompts * self.num_samples)[: self.num_samples]
+        if not prompts or self.tokenizer is None:
+            return []
+        completions = sample_completions(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.sample_max_new_tokens,
+            seed=self.seed,
+        )
+        rows = [
+            {"step": self.global_step, "prompt": p, "completion": c}
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        if self.samples_path is not None:
+            with self.samples_path.open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        print("\nSamples from the trained model:")
+        for row in rows:
+            print(f"  [{row['prompt']}]{row['completion']}")
+        return rows
+
+    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
+        """The trained model and its tokenizer as a Hugging Face directory."""
+        if self.tokenizer is None:
+            raise ConfigError(
+                "SFTModule.export needs the tokenizer: pass tokenizer= when building it."
+            )
+        export_model(self.model, self.tokenizer, out_dir, merge_lora=merge_lora)
 
     def configure_optimizers(self):
         return configure_optimizers(

@@ -118,10 +118,6 @@ class ModelReward:
             RewardError: If the directory is missing, cannot be loaded, or holds no trained
                 reward head (e.g. a causal LM checkpoint).
         """
-        from rlhf_lightning.models.loading import BUILTIN_MODELS
-
-        if str(path) in BUILTIN_MODELS:  # e.g. `demo:reward`, built and cached on first use
-            path = str(BUILTIN_MODELS[str(path)]())
         _check_local_dir(path)
         if dtype is not None and dtype not in _DTYPES:
             raise RewardError(

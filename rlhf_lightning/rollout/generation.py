@@ -9,16 +9,14 @@ penalty and importance ratio assume the samples come from the policy itself (§5
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from transformers import LogitsProcessorList, PreTrainedTokenizerBase
 
-from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import token_logprobs
 from rlhf_lightning.models.dropout import eval_mode
 from rlhf_lightning.rollout.batch import RolloutBatch
@@ -30,117 +28,8 @@ from rlhf_lightning.rollout.queries import (
     rows_from_tensor,
     start_token_id,
 )
+from rlhf_lightning.rollout.sampling import SamplingConfig
 from rlhf_lightning.rollout.stop import truncate_at_stop
-
-
-class OffPolicySamplingWarning(UserWarning):
-    """Sampling settings that make the samples come from a distribution other than the policy."""
-
-
-@dataclass
-class SamplingConfig:
-    """How responses are sampled.
-
-    Attributes:
-        max_new_tokens: Response budget A; a response that reaches it without a stop token has
-            ``contains_stop`` False.
-        min_new_tokens: Forbid the stop tokens before this many tokens (off-policy when > 0).
-        temperature: Logits are divided by it. Score the rollout at the same temperature
-            (``response_logprobs(temperature=...)``) or the PPO ratio is not 1 on the first
-            minibatch (ALGORITHMS.md §2 "Temperature").
-        top_k: Keep the k most likely tokens; 0 disables (off-policy when != 0).
-        top_p: Nucleus sampling mass; 1.0 disables (off-policy when != 1).
-        stop_token_ids: Ids that end a response; None means ``[tokenizer.eos_token_id]``.
-        do_sample: False decodes greedily (evaluation); temperature, top_k and top_p are then
-            unused.
-    """
-
-    max_new_tokens: int = 32
-    min_new_tokens: int = 0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    stop_token_ids: list[int] | None = None
-    do_sample: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"sampling.max_new_tokens={self.max_new_tokens}: must be >= 1.")
-        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
-            raise ConfigError(
-                f"sampling.min_new_tokens={self.min_new_tokens}: must be in "
-                f"[0, max_new_tokens={self.max_new_tokens}]."
-            )
-        if self.temperature <= 0:
-            raise ConfigError(
-                f"sampling.temperature={self.temperature}: must be > 0 (greedy decoding is "
-                "sampling.do_sample=false)."
-            )
-        if self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(
-                f"sampling.top_k={self.top_k}, top_p={self.top_p}: need top_k >= 0 (0 = off) "
-                "and 0 < top_p <= 1 (1 = off)."
-            )
-        if self.stop_token_ids is not None and not self.stop_token_ids:
-            raise ConfigError("sampling.stop_token_ids is empty. Fix: null (= [eos]) or ids.")
-        self._warn_if_off_policy()
-
-    def _warn_if_off_policy(self) -> None:
-        # Python's default filter shows a given warning once per call site, so a config built
-        # every step does not flood the log.
-        truncating = self.do_sample and (self.top_k != 0 or self.top_p != 1.0)
-        if truncating or self.min_new_tokens > 0:
-            warnings.warn(
-                f"sampling with top_k={self.top_k}, top_p={self.top_p}, "
-                f"min_new_tokens={self.min_new_tokens}: the samples no longer come from the "
-                "policy, so the KL estimate against the reference is biased (it can go negative "
-                "and the policy can exploit that through R = r - beta*KL) and PPO ratios are "
-                "measured against the wrong behaviour distribution (ALGORITHMS.md §5.5). "
-                "Use top_k=0, top_p=1.0, min_new_tokens=0 for RL rollouts.",
-                OffPolicySamplingWarning,
-                stacklevel=3,
-            )
-
-    def resolved_stop_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-        """``stop_token_ids``, or ``[eos]`` when unset."""
-        if self.stop_token_ids is not None:
-            return [int(t) for t in self.stop_token_ids]
-        if tokenizer.eos_token_id is None:
-            raise ConfigError(
-                "sampling.stop_token_ids is unset and the tokenizer has no EOS. Fix: set "
-                "sampling.stop_token_ids."
-            )
-        return [int(tokenizer.eos_token_id)]
-
-    def generate_kwargs(self, stop_ids: list[int], pad_id: int) -> dict:
-        """Keyword arguments for ``model.generate``.
-
-        Every knob that reshapes the distribution is set explicitly to its neutral value:
-        ``generate`` fills unset ones from ``model.generation_config`` and then from global
-        defaults, and the global default ``top_k`` is 50, not 0.
-        """
-        kwargs = {
-            "max_new_tokens": self.max_new_tokens,
-            # Always set: generate then derives min_length from it, ignoring the model's.
-            "min_new_tokens": self.min_new_tokens,
-            "do_sample": self.do_sample,
-            "num_beams": 1,
-            "repetition_penalty": 1.0,
-            "no_repeat_ngram_size": 0,
-            "eos_token_id": stop_ids,
-            "pad_token_id": pad_id,
-            "use_cache": True,
-        }
-        if self.do_sample:
-            kwargs |= {
-                "temperature": self.temperature,
-                "top_k": self.top_k,
-                "top_p": self.top_p,
-                "typical_p": 1.0,
-                "epsilon_cutoff": 0.0,
-                "eta_cutoff": 0.0,
-            }
-        return kwargs
 
 
 @torch.no_grad()
@@ -201,7 +90,7 @@ def generate_rollout(
     pad_id = pad_token_id(tokenizer)
     stop_ids = config.resolved_stop_ids(tokenizer)
     rows = _query_rows(tokenizer, prompts, query_ids, query_mask, pad_id, prepend_bos)
-    lm = getattr(model, "pretrained_model", model)
+    lm: Any = getattr(model, "pretrained_model", model)  # the LM that generates
     device = next(lm.parameters()).device
     q_ids, q_mask = left_pad(rows, pad_id, device)
     kwargs = config.generate_kwargs(stop_ids, pad_id)
@@ -326,6 +215,7 @@ def _query_rows(
         raise ValueError("generate_rollout: pass exactly one of prompts or query_ids")
     if prompts is not None:
         return encode_prompts(tokenizer, prompts, prepend_bos=prepend_bos)
+    assert query_ids is not None
     if isinstance(query_ids, Tensor):
         rows = rows_from_tensor(query_ids, query_mask, pad_id)
     else:
@@ -335,7 +225,7 @@ def _query_rows(
 
 
 @contextmanager
-def _recording_values(model: nn.Module, lm: nn.Module, enabled: bool) -> Iterator[list[Tensor]]:
+def _recording_values(model: nn.Module, lm: Any, enabled: bool) -> Iterator[list[Tensor]]:
     """Collect ``model.v_head`` of the last position's hidden state at every LM-head call.
 
     Each decoding step runs the LM head once: on the prompt (its last position predicts
@@ -413,7 +303,7 @@ def sample_completions(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        out = model.generate(
+        out = cast(Any, model).generate(
             **batch,
             do_sample=True,
             temperature=temperature,

@@ -43,16 +43,16 @@ _RL = [
 # Stage -> overrides that make any recipe of that stage run in seconds.
 TINY: dict[str, list[str]] = {
     "sft": [*_SUPERVISED, "stage.num_samples=1", "stage.sample_max_new_tokens=4"],
-    "reward": [*_SUPERVISED, "stage.calibration.enabled=false"],
+    "reward": [*_SUPERVISED, "stage.calibration=null"],
     "dpo": [*_SUPERVISED, "stage.precompute_reference=false"],
     "ppo": [
         *_RL,
         "stage.sampling.max_new_tokens=8",
-        "stage.ppo.ppo_epochs=1",
-        "stage.ppo.num_minibatches=2",
+        "stage.algorithm.epochs=1",
+        "stage.algorithm.num_minibatches=2",
     ],
-    "grpo": [*_RL, "stage.algorithm.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
-    "rloo": [*_RL, "stage.algorithm.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
+    "grpo": [*_RL, "stage.sampling.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
+    "rloo": [*_RL, "stage.sampling.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
 }
 TINY_MODEL = "model=tiny"
 # Replaces a reward model (the demo one is built on first use: minutes) with a Python function.

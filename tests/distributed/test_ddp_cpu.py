@@ -43,7 +43,7 @@ CASES = {
     "sft": ("sft", [*_SUPERVISED, "data=tiny", "data.max_samples=40", "stage.num_samples=0"], 8),
     "reward": (
         "reward",
-        [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40", "stage.calibration.enabled=false"],
+        [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40", "stage.calibration=null"],
         8,
     ),
     "dpo": ("dpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
@@ -52,8 +52,8 @@ CASES = {
         [
             "experiment=ppo_smoke",
             *_RL,
-            "stage.ppo.num_minibatches=1",
-            "stage.ppo.ppo_epochs=2",
+            "stage.algorithm.num_minibatches=1",
+            "stage.algorithm.epochs=2",
             # Equal token counts per rank: PPO's token mean is then the global one.
             "stage.sampling.min_new_tokens=12",
         ],

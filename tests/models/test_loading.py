@@ -28,6 +28,12 @@ TINY_LLAMA = {
 }
 
 
+def _demo_tok() -> str:
+    from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
+
+    return str(ensure_demo_tokenizer())
+
+
 def test_demo_tokenizer_has_distinct_pad_and_chat_template(demo_tokenizer):
     assert demo_tokenizer.pad_token_id is not None
     assert demo_tokenizer.pad_token_id != demo_tokenizer.eos_token_id
@@ -71,7 +77,7 @@ def test_prepare_tokenizer_adds_pad_when_pad_is_eos():
 
 @pytest.mark.parametrize("arch", [TINY_GPT2, TINY_LLAMA], ids=["gpt2", "llama"])
 def test_build_from_arch_matches_tokenizer(arch):
-    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=arch))
+    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tok(), arch=arch))
     assert model.get_input_embeddings().num_embeddings == len(tok)
     assert model.config.pad_token_id == tok.pad_token_id
     ids = tok(["hello world"], return_tensors="pt").input_ids
@@ -82,16 +88,16 @@ def test_same_seed_same_init_and_global_rng_untouched():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a, _ = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY_GPT2, seed=7))
+    a, _ = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tok(), arch=TINY_GPT2, seed=7))
     after = torch.rand(1)
-    b, _ = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY_GPT2, seed=7))
+    b, _ = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tok(), arch=TINY_GPT2, seed=7))
     assert torch.equal(before, after)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
 
 def test_round_trip_through_local_directory(tmp_path):
-    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY_GPT2))
+    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tok(), arch=TINY_GPT2))
     model.eval()  # built models start in train mode (dropout on); loaded ones in eval mode
     model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
@@ -127,7 +133,7 @@ def test_spec_needs_a_model():
 
 def test_lora_trains_only_adapter_weights():
     model, _ = load_model_and_tokenizer(
-        ModelSpec(tokenizer="demo", arch=TINY_GPT2, lora=LoraSpec(enabled=True, r=4))
+        ModelSpec(tokenizer=_demo_tok(), arch=TINY_GPT2, lora=LoraSpec(enabled=True, r=4))
     )
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -136,7 +142,7 @@ def test_lora_trains_only_adapter_weights():
 def test_exported_model_loads_with_transformers(tmp_path):
     from rlhf_lightning.models import export_model
 
-    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY_GPT2))
+    model, tok = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tok(), arch=TINY_GPT2))
     model.eval()
     export_model(model, tok, tmp_path)
     assert (tmp_path / "model.safetensors").is_file()

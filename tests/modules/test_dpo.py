@@ -65,13 +65,14 @@ def test_dpo_raises_held_out_preference_accuracy(tmp_path):
 
 
 def _tiny_policy_and_pairs():
-    from rlhf_lightning.builders import build_model_spec
+    from hydra.utils import instantiate
+
     from rlhf_lightning.data import PreferenceDataModule
     from rlhf_lightning.models import disable_dropout, load_model_and_tokenizer
 
     cfg = compose_config("dpo", ["model=tiny"])
     torch.manual_seed(0)
-    policy, tokenizer = load_model_and_tokenizer(build_model_spec(cfg))
+    policy, tokenizer = load_model_and_tokenizer(instantiate(cfg.model, _convert_="all"))
     disable_dropout(policy)
     datamodule = PreferenceDataModule(
         tokenizer, dataset=_pairs(40), batch_size=8, val_fraction=0.25, seed=0
@@ -85,7 +86,7 @@ def test_precomputed_reference_logps_equal_the_live_reference():
     from rlhf_lightning.modules.dpo import DPOModule, reference_logps
 
     policy, datamodule = _tiny_policy_and_pairs()
-    live = DPOModule(policy, build_reference(policy, "copy"), optimizer=torch.optim.AdamW)
+    live = DPOModule(policy, optimizer=torch.optim.AdamW, reference=build_reference(policy, "copy"))
     live_batches = list(datamodule.val_dataloader())
     live_losses = [live._loss(b).loss for b in live_batches]
 
@@ -93,7 +94,7 @@ def test_precomputed_reference_logps_equal_the_live_reference():
         lambda loader: reference_logps(initial_reference(policy, "copy"), loader)
     )
     assert "ref_chosen_logps" in datamodule.train_dataset.column_names
-    stored = DPOModule(policy, None, optimizer=torch.optim.AdamW)
+    stored = DPOModule(policy, optimizer=torch.optim.AdamW, reference=None)
     stored_batches = list(datamodule.val_dataloader())
     assert stored_batches[0]["ref_chosen_logps"].shape == (8,)
     for live_loss, batch in zip(live_losses, stored_batches, strict=True):
@@ -116,7 +117,7 @@ def test_missing_reference_and_precomputed_logps_is_a_clear_error():
     from rlhf_lightning.modules.dpo import DPOModule
 
     policy, datamodule = _tiny_policy_and_pairs()
-    module = DPOModule(policy, None, optimizer=torch.optim.AdamW)
+    module = DPOModule(policy, optimizer=torch.optim.AdamW, reference=None)
     batch = next(iter(datamodule.val_dataloader()))
     with pytest.raises(ConfigError, match="precompute_reference"):
         module._loss(batch)

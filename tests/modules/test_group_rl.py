@@ -31,7 +31,7 @@ def test_grpo_raises_a_toy_reward(tmp_path):
 def test_grpo_with_beta_zero_holds_no_reference(tmp_path):
     cfg = compose_config(
         "grpo",
-        ["experiment=grpo_smoke", "stage.iterations=2", "stage.algorithm.beta=0.0"],
+        ["experiment=grpo_smoke", "stage.iterations=2", "stage.algorithm.kl_coef=0.0"],
         run_dir=tmp_path / "grpo0",
     )
     run(cfg)
@@ -80,8 +80,8 @@ def test_grpo_with_several_weighted_reward_sources(tmp_path):
         "data.batch_size=8",
         "data.num_prompts=256",
         "stage.iterations=30",
-        "stage.algorithm.num_iterations=2",
-        "stage.algorithm.max_new_tokens=12",
+        "stage.algorithm.epochs=2",
+        "stage.sampling.max_new_tokens=12",
         "optim.lr=1e-2",
         "trainer.enable_progress_bar=false",
     ]

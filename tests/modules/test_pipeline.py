@@ -8,8 +8,7 @@ import pytest
 
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.stages.pipeline import format_table, overrides_from_mapping
-from rlhf_lightning.train import run
+from rlhf_lightning.pipeline import format_table, overrides_from_mapping, run_pipeline
 
 TINY = [
     "model=tiny",
@@ -39,7 +38,7 @@ def test_overrides_from_mapping_flattens_and_quotes():
 
 
 def test_pipeline_chains_stages_then_skips_them_by_path(tmp_path, capsys):
-    summary = run(compose_config("pipeline", TINY, run_dir=tmp_path / "pipe"))
+    summary = run_pipeline(compose_config("pipeline", TINY, run_dir=tmp_path / "pipe"))
     root = tmp_path / "pipe"
     for stage in ("sft", "reward", "ppo"):
         assert json.loads((root / stage / "metrics.json").read_text())["stage"] == stage
@@ -69,7 +68,7 @@ def test_pipeline_chains_stages_then_skips_them_by_path(tmp_path, capsys):
         f"pipeline.sft_model={root / 'sft/model'}",
         f"pipeline.reward_model={root / 'reward/model'}",
     ]
-    again = run(compose_config("pipeline", reuse, run_dir=tmp_path / "again"))
+    again = run_pipeline(compose_config("pipeline", reuse, run_dir=tmp_path / "again"))
     assert not (tmp_path / "again/sft").exists() and not (tmp_path / "again/reward").exists()
     assert (tmp_path / "again/ppo/model/config.json").is_file()
     assert [row["wall_s"] is None for row in again["stages"]] == [True, True, False]
@@ -78,11 +77,11 @@ def test_pipeline_chains_stages_then_skips_them_by_path(tmp_path, capsys):
 def test_pipeline_names_a_missing_model_dir(tmp_path):
     cfg = compose_config("pipeline", [*TINY, f"pipeline.sft_model={tmp_path}/nope"])
     with pytest.raises(ConfigError, match=r"pipeline.sft_model=.*no config.json"):
-        run(cfg)
+        run_pipeline(cfg)
 
 
 def test_format_table_marks_skipped_stages(tmp_path):
-    from rlhf_lightning.stages.pipeline import StageOutcome
+    from rlhf_lightning.pipeline import StageOutcome
 
     table = format_table(
         [

@@ -10,11 +10,13 @@ import pandas as pd
 import torch
 
 from rlhf_lightning.api import compose_config
-from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
+from rlhf_lightning.functional import AggregationContext
+from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer, load_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.models.value_head import CausalLMWithValueHead
-from rlhf_lightning.modules.ppo_core import PPOConfig, PPOCore
-from rlhf_lightning.ppo_api import PPOTrainer
+from rlhf_lightning.modules.online import OnlineRLCore
+from rlhf_lightning.ppo_api import PPOConfig, PPOTrainer
 from rlhf_lightning.rewards.examples import letter_rate
 from rlhf_lightning.rollout import SamplingConfig, generate_rollout
 from rlhf_lightning.train import run
@@ -31,8 +33,12 @@ TINY = {
 }
 
 
+def _demo_tokenizer() -> str:
+    return str(ensure_demo_tokenizer())
+
+
 def _tiny_policy():
-    lm, tok = load_model_and_tokenizer(ModelSpec(tokenizer="demo", arch=TINY))
+    lm, tok = load_model_and_tokenizer(ModelSpec(tokenizer=_demo_tokenizer(), arch=TINY))
     return CausalLMWithValueHead(lm), tok
 
 
@@ -48,9 +54,9 @@ def test_first_minibatch_ratio_is_one_and_kl_zero_at_init():
         generator_seed=0,
     )
     exp = trainer.core.make_experience(rollout, torch.tensor([1.0, 0.0, -1.0, 0.5]))
-    # policy == reference at init: every per-token KL is exactly 0
-    assert torch.equal(exp.kl, torch.zeros_like(exp.kl))
-    _, stats = trainer.core.minibatch_loss(exp)
+    # policy == reference at init: every sequence KL is exactly 0
+    assert torch.equal(exp.sequence_kl, torch.zeros_like(exp.sequence_kl))
+    _, stats = trainer.core.minibatch_loss(exp, AggregationContext(1.0, 8))
     assert stats["train/ratio"].item() == 1.0
     assert stats["train/approx_kl"].item() == 0.0 and stats["train/clipfrac"].item() == 0.0
 
@@ -90,7 +96,7 @@ def test_ppo_stage_raises_a_toy_reward(tmp_path):
     state = torch.load(
         run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
-    assert state["ppo"]["iteration"] == 30
+    assert state["online_rl"]["iteration"] == 30
     ref = {k: v for k, v in state["state_dict"].items() if k.startswith("reference.")}
     pol = {k: v for k, v in state["state_dict"].items() if k.startswith("policy.pretrained_model.")}
     assert ref and pol
@@ -116,26 +122,34 @@ def test_custom_loop_api_with_a_python_reward():
     assert {"train/policy_loss", "train/value_loss", "rollout/kl", "kl_coef"} <= stats.keys()
     assert all(torch.isfinite(torch.tensor(list(stats.values()))))
     assert len(history) == 12
+    # the toy reward (the share of "e" letters) rises under the custom loop too
+    assert sum(history[-4:]) / 4 > sum(history[:4]) / 4 + 0.01, history
 
 
 def test_lora_policy_uses_the_adapter_off_base_as_reference():
-    spec = ModelSpec(tokenizer="demo", arch=TINY, lora={"enabled": True, "r": 4})
+    spec = ModelSpec(tokenizer=_demo_tokenizer(), arch=TINY, lora={"enabled": True, "r": 4})
     lm, tok = load_model_and_tokenizer(spec)
     policy = CausalLMWithValueHead(lm)
     reference = build_reference(policy, mode="auto")
-    core = PPOCore(policy, reference, PPOConfig())
+    OnlineRLCore(policy, reference, PPOConfig().algorithm())
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
     assert type(reference).__name__ == "AdapterDisabledReference"
-    assert core.reference is reference
+    ids = torch.tensor([[5, 6, 7, 8]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    before = reference(ids, mask)
+    with torch.no_grad():  # the adapter moves the policy ...
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    assert not torch.allclose(policy(ids, mask).logits, before)
+    torch.testing.assert_close(reference(ids, mask), before)  # ... and not the reference
 
 
 def test_separate_critic_full_kl_and_accumulation_run_through_the_stage(tmp_path):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from rlhf_lightning.models import load_tokenizer
-
-    tok = load_tokenizer("demo")
+    tok = load_tokenizer(_demo_tokenizer())
     config = GPT2Config(
         vocab_size=len(tok),
         n_layer=1,
@@ -153,8 +167,8 @@ def test_separate_critic_full_kl_and_accumulation_run_through_the_stage(tmp_path
             "stage.iterations=2",
             "stage.critic=separate",
             f"stage.critic_init={tmp_path / 'rm'}",
-            "stage.ppo.kl_estimator=full",
-            "stage.ppo.gradient_accumulation_steps=2",
+            "stage.algorithm.kl.estimator=full",
+            "stage.algorithm.gradient_accumulation_steps=2",
             "logger=[csv,wandb]",
         ],
         run_dir=tmp_path / "ppo",
@@ -186,7 +200,7 @@ def test_shared_critic_experience_reuses_sampling_without_a_policy_forward():
     policy, tok = _tiny_policy()
     policy = policy.eval()
     torch.nn.init.normal_(policy.v_head.summary.weight, std=1.0)
-    core = PPOCore(policy, build_reference(policy, mode="copy"), PPOConfig())
+    core = OnlineRLCore(policy, build_reference(policy, mode="copy"), PPOConfig().algorithm())
     assert core.records_values_while_sampling
     rollout = generate_rollout(
         policy,
@@ -206,8 +220,8 @@ def test_shared_critic_experience_reuses_sampling_without_a_policy_forward():
     slow = core.make_experience(
         dataclasses.replace(rollout, policy_logprobs=None, policy_values=None), scores
     )
-    for name in ("old_logprobs", "old_values", "advantages", "returns", "rewards"):
+    for name in ("old_logprobs", "old_values", "advantages", "returns", "sequence_kl"):
         assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-5), name
-    assert not PPOCore(
-        policy, core.reference, PPOConfig(kl_estimator="full")
+    assert not OnlineRLCore(
+        policy, core.reference, PPOConfig(kl_estimator="full").algorithm()
     ).records_values_while_sampling

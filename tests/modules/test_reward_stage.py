@@ -17,7 +17,7 @@ from rlhf_lightning.train import run
 TINY_REWARD = [
     "model=tiny",
     "data=tiny_pairs",
-    "stage.calibration.enabled=false",
+    "stage.calibration=null",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
     "trainer.log_every_n_steps=5",
@@ -72,9 +72,8 @@ def test_calibration_centres_the_starting_policy(tmp_path):
     cfg = compose_config(
         "reward",
         [
-            *TINY_REWARD,
+            *(o for o in TINY_REWARD if not o.startswith("stage.calibration")),
             "trainer.max_steps=5",
-            "stage.calibration.enabled=true",
             f"stage.calibration.policy={tmp_path / 'sft' / 'model'}",
             "stage.calibration.num_samples=32",
             "stage.calibration.max_new_tokens=8",
@@ -101,7 +100,7 @@ def test_minilm_reward_model_reaches_085_on_held_out_demo_pairs(tmp_path):
         "reward",
         [
             "experiment=reward_minilm",
-            "stage.calibration.enabled=false",
+            "stage.calibration=null",
             "trainer.enable_progress_bar=false",
         ],
         run_dir=tmp_path / "minilm",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from rlhf_lightning.modules.online_rl import OnlineRLModule
+from rlhf_lightning.modules.online import OnlineRLModule
 
 
 def _seed(run_seed: int, iteration: int, tag: str = "ppo") -> int:
-    state = SimpleNamespace(seed=run_seed, iteration=iteration)
-    return OnlineRLModule.rollout_seed(state, tag)  # type: ignore[arg-type]
+    group_size = 1 if tag == "ppo" else 4  # the tag follows the algorithm's group size
+    algorithm = SimpleNamespace(group_size=group_size)
+    state = SimpleNamespace(seed=run_seed, iteration=iteration, algorithm=algorithm)
+    return OnlineRLModule.rollout_seed(state)  # type: ignore[arg-type]
 
 
 def test_rollout_seed_follows_run_seed_and_iteration():

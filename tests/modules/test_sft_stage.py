@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import rlhf_lightning.builders as train_mod
 from rlhf_lightning import api
-from rlhf_lightning.builders import build_model_spec
 from rlhf_lightning.models import load_model_and_tokenizer
 from rlhf_lightning.train import run
 
@@ -113,7 +113,7 @@ def test_lora_keeps_base_bit_identical_and_exports_the_adapter(smoke_cfg, tmp_pa
 
     # The same spec and seed rebuild the untouched base.
     cfg.model.lora.enabled = False
-    fresh, _ = load_model_and_tokenizer(build_model_spec(cfg))
+    fresh, _ = load_model_and_tokenizer(instantiate(cfg.model, _convert_="all"))
     fresh_params = fresh.state_dict()  # includes tied weights (GPT-2's lm_head)
     base_keys = [k for k in weights if "lora_" not in k]
     assert base_keys

@@ -14,7 +14,7 @@ from rlhf_lightning.api import compose_config
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.errors import NumericalError
 from rlhf_lightning.modules.guards import NonFiniteGuard
-from rlhf_lightning.modules.ppo import PPOModule
+from rlhf_lightning.modules.online import OnlineRLModule
 from rlhf_lightning.modules.sft import SFTModule
 from rlhf_lightning.train import run
 
@@ -61,7 +61,7 @@ def test_consecutive_non_finite_steps_stop_the_run_with_a_message(tmp_path, monk
 
 
 def test_a_nan_reward_skips_the_ppo_iteration_without_touching_the_weights(tmp_path, monkeypatch):
-    original = PPOModule.training_step
+    original = OnlineRLModule.training_step
     seen = {"weights": None}
 
     def training_step(self, batch, batch_idx):
@@ -76,7 +76,7 @@ def test_a_nan_reward_skips_the_ppo_iteration_without_touching_the_weights(tmp_p
                 seen["after"] = [p.detach().clone() for p in self.policy.parameters()]
         return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(PPOModule, "training_step", training_step)
+    monkeypatch.setattr(OnlineRLModule, "training_step", training_step)
     cfg = compose_config("ppo", ["experiment=ppo_smoke", "stage.iterations=3"], run_dir=tmp_path)
     summary = run(cfg)
     metrics = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["train/skipped_steps"])

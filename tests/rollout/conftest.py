@@ -53,7 +53,7 @@ class ValueHeadWrapper(nn.Module):
         self.pretrained_model = lm
         self.v_head = nn.Sequential(nn.Dropout(0.1), nn.Linear(lm.config.hidden_size, 1))
 
-    def forward(self, input_ids, attention_mask, position_ids=None):
+    def forward(self, input_ids, attention_mask, position_ids=None, logits_to_keep=0):
         out = self.pretrained_model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -71,7 +71,7 @@ def test_a_row_gets_the_same_completion_whatever_batch_it_is_in(gpt2, demo_token
 
 
 def test_keyed_log_probs_are_the_warped_scores_of_the_sampled_tokens(gpt2, demo_tokenizer):
-    from rlhf_lightning.rollout import response_logprobs
+    from rlhf_lightning.rollout import score_tokens
 
     config = SamplingConfig(max_new_tokens=8, temperature=0.7)
     out = generate_rollout(
@@ -88,9 +88,9 @@ def test_keyed_log_probs_are_the_warped_scores_of_the_sampled_tokens(gpt2, demo_
         lambda _m, _i, logits: logits.index_fill(-1, torch.tensor([pad]), float("-inf"))
     )
     with torch.no_grad():
-        again = response_logprobs(
+        again = score_tokens(
             gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
-        )
+        ).logprobs
     ban.remove()
     mask = out.response_mask
     assert torch.allclose(out.logprobs[mask], again[mask], atol=1e-4)
@@ -99,7 +99,7 @@ def test_keyed_log_probs_are_the_warped_scores_of_the_sampled_tokens(gpt2, demo_
 def test_recorded_policy_log_probs_equal_a_forward_pass_even_when_filtering(gpt2, demo_tokenizer):
     """The old log-probs PPO/GRPO need: the unfiltered policy at the temperature, so top-k and
     min_new_tokens (which reshape the sampling distribution) do not leak into them."""
-    from rlhf_lightning.rollout import response_logprobs
+    from rlhf_lightning.rollout import score_tokens
 
     config = SamplingConfig(max_new_tokens=8, min_new_tokens=8, temperature=0.7, top_k=20)
     out = generate_rollout(
@@ -111,9 +111,9 @@ def test_recorded_policy_log_probs_equal_a_forward_pass_even_when_filtering(gpt2
         row_keys=torch.arange(3),
     )
     assert out.response_mask.all()  # min_new_tokens held every stop token back
-    again = response_logprobs(
+    again = score_tokens(
         gpt2, out.input_ids, out.attention_mask, out.context_length, temperature=0.7
-    )
+    ).logprobs
     assert torch.allclose(out.policy_logprobs, again, atol=1e-4)
 
 
@@ -154,7 +154,7 @@ def test_the_pad_token_is_never_sampled_even_when_the_policy_prefers_it(gpt2, de
     """A pad id inside a response would read as padding downstream (and an added pad token's
     untrained row can be missing from a reward model's vocabulary): sampling skips it, while
     the recorded old log-probs stay the policy's own."""
-    from rlhf_lightning.rollout import response_logprobs
+    from rlhf_lightning.rollout import score_tokens
 
     pad = demo_tokenizer.pad_token_id
     assert pad is not None and pad != demo_tokenizer.eos_token_id
@@ -178,9 +178,9 @@ def test_the_pad_token_is_never_sampled_even_when_the_policy_prefers_it(gpt2, de
             gpt2, demo_tokenizer, ["a b", "c", ""], config=SamplingConfig(max_new_tokens=6)
         )
         with torch.no_grad():
-            again = response_logprobs(
+            again = score_tokens(
                 gpt2, keyed.input_ids, keyed.attention_mask, keyed.context_length
-            )
+            ).logprobs
     finally:
         handle.remove()
     for out in (keyed, plain):

@@ -28,8 +28,11 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from rlhf_lightning.builtins import resolve_builtins
+from rlhf_lightning.config import compose_stage
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.rundir import atomic_write_text
+from rlhf_lightning.rundir import atomic_write_text, save_resolved_config
+from rlhf_lightning.train import run
 
 log = logging.getLogger(__name__)
 
@@ -116,29 +119,25 @@ def _override_value(value: Any, path: str) -> str:
     )
 
 
-def run_pipeline(
-    cfg: DictConfig, run_stage: Callable[[DictConfig], dict[str, Any]]
-) -> dict[str, Any]:
+def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     """Run SFT, reward modelling and PPO into sub-directories of ``cfg.run_dir``.
 
     Args:
         cfg: the composed root config with ``stage=pipeline``.
-        run_stage: runs one composed stage config and returns its metrics.json summary
-            (``rlhf_lightning.train.run``).
 
     Returns:
         The pipeline's metrics.json summary; ``stages`` holds the per-stage table rows.
     """
-    from rlhf_lightning.api import compose_config
-
     start = time.perf_counter()
-    run_dir = Path(cfg.run_dir)
+    run_dir = Path(cfg.run_dir).expanduser().resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_resolved_config(cfg, run_dir)
     pipeline = cfg.pipeline
     outcomes: list[StageOutcome] = []
 
     def stage_config(stage: str, links: list[str]) -> DictConfig:
         user = overrides_from_mapping(pipeline.get(stage))
-        sub = compose_config(stage, [*links, *user], run_dir=run_dir / stage)
+        sub = compose_stage(stage, [*links, *user], run_dir=run_dir / stage)
         with open_dict(sub):
             for name in SHARED_NODES:
                 sub[name] = cfg[name]
@@ -161,7 +160,7 @@ def run_pipeline(
                 sub.model = cfg.model
                 sub.data = cfg.data
         log.info("Pipeline: %s -> %s", stage, sub.run_dir)
-        summary = run_stage(sub)
+        summary = run(resolve_builtins(sub))
         outcomes.append(_outcome(stage, Path(summary["run_dir"]), summary["wall_s"]))
         return Path(summary["run_dir"]) / "model"
 

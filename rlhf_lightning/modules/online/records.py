@@ -1,8 +1,9 @@
-"""Before/after samples: the reference (starting) policy and the trained policy on the same prompts.
+"""What an online-RL iteration records: its metrics, sample rows, and the before/after comparison.
 
-Written at the end of every online RL run into ``samples.jsonl`` (rows with ``ref_completion``
-and ``ref_reward``), so a user sees what training changed on identical prompts, sampled with the
-same seed and the same sampling settings, and scored by the same reward source.
+At the end of every online RL run the reference (starting) policy and the trained policy answer
+the same prompts, sampled with the same seed and settings and scored by the same reward source,
+so a user sees what training changed (``samples.jsonl`` rows with ``ref_completion`` and
+``ref_reward``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,57 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.functional import distinct_n
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.rewards.base import RewardSource
-from rlhf_lightning.rollout.generation import SamplingConfig, generate_rollout
+from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
+
+
+def iteration_metrics(
+    rollout: RolloutBatch,
+    scores: Tensor,
+    stats: list[dict[str, Tensor]],
+    mean_kl: Tensor,
+    kl_coef: float,
+    elapsed: float,
+) -> dict[str, Tensor]:
+    """The per-iteration metrics (DESIGN.md names): rollout statistics + minibatch means."""
+    scores = scores.float()
+    lengths = rollout.response_mask.sum(1).float()
+    metrics = {
+        "rollout/reward_mean": scores.mean(),
+        "rollout/reward_std": scores.std() if scores.numel() > 1 else torch.tensor(0.0),
+        "rollout/kl": mean_kl,
+        "rollout/response_length": lengths.mean(),
+        "rollout/eos_rate": rollout.contains_stop.float().mean(),
+        "rollout/distinct_2": torch.tensor(
+            distinct_n(rollout.response_ids, rollout.response_mask, 2)
+        ),
+        "kl_coef": torch.tensor(kl_coef),
+        "perf/samples_per_s": torch.tensor(len(rollout) / max(elapsed, 1e-9)),
+        "perf/tokens_per_s": torch.tensor(float(rollout.attention_mask.sum()) / max(elapsed, 1e-9)),
+    }
+    for key in stats[0] if stats else ():
+        metrics[key] = torch.stack([s[key].float() for s in stats]).nanmean()
+    return {k: v.detach().float().cpu() for k, v in metrics.items()}
+
+
+def sample_rows(
+    rollout: RolloutBatch, scores: Tensor, sequence_kl: Tensor, limit: int = 8
+) -> list[dict[str, Any]]:
+    """The first `limit` rows of an iteration: prompt, completion, reward, sequence KL."""
+    return [
+        {
+            "prompt": rollout.prompts[i],
+            "completion": rollout.completions[i],
+            "reward": float(scores[i]),
+            "kl": float(sequence_kl[i]),
+        }
+        for i in range(min(len(rollout), limit))
+    ]
 
 
 @torch.no_grad()

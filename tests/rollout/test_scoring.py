@@ -1,4 +1,5 @@
-"""response_logprobs: positions from the mask, the rollout's temperature, values aligned."""
+"""score_tokens, the one scoring path: positions from the mask, the rollout's temperature, values
+aligned, the same numbers for the policy, a reference and DPO's whole sequences."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from rlhf_lightning.functional import position_ids_from_mask, shifted_token_logprobs
+from rlhf_lightning.models import build_reference
 from rlhf_lightning.rollout import (
     SamplingConfig,
+    critic_values,
     generate_rollout,
     left_pad,
-    position_ids_from_mask,
-    response_logprobs,
-    response_logprobs_and_values,
-    response_values,
+    score_tokens,
     truncate_at_stop,
 )
 
@@ -32,16 +33,22 @@ def test_left_padded_row_scores_like_the_unpadded_row(policy, demo_tokenizer, pr
     config = SamplingConfig(max_new_tokens=6, temperature=TEMPERATURE)
     batch = generate_rollout(policy, demo_tokenizer, prompts, config=config, generator_seed=0)
     with torch.no_grad():
-        padded = response_logprobs(
-            policy, batch.input_ids, batch.attention_mask, batch.context_length, TEMPERATURE
-        )
+        padded = score_tokens(
+            policy,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.context_length,
+            temperature=TEMPERATURE,
+        ).logprobs
     assert padded.shape == batch.response_ids.shape and padded.dtype == torch.float32
     for i in range(len(prompts)):
         query = batch.query_ids[i][batch.query_mask[i]]  # the real tokens only, no padding
         ids = torch.cat([query, batch.response_ids[i]]).unsqueeze(0)
         mask = torch.cat([torch.ones_like(query, dtype=torch.bool), batch.response_mask[i]])
         with torch.no_grad():
-            alone = response_logprobs(policy, ids, mask.unsqueeze(0), len(query), TEMPERATURE)
+            alone = score_tokens(
+                policy, ids, mask.unsqueeze(0), len(query), temperature=TEMPERATURE
+            ).logprobs
         n = int(batch.response_mask[i].sum())
         torch.testing.assert_close(padded[i, :n], alone[0, :n], atol=1e-5, rtol=0)
 
@@ -51,7 +58,7 @@ def test_forward_without_position_ids_would_shift_padded_rows(gpt2, demo_tokeniz
     batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=4))
     Q = batch.context_length
     with torch.no_grad():
-        ours = response_logprobs(gpt2, batch.input_ids, batch.attention_mask, Q)
+        ours = score_tokens(gpt2, batch.input_ids, batch.attention_mask, Q).logprobs
         logits = gpt2(input_ids=batch.input_ids, attention_mask=batch.attention_mask.long()).logits
     naive = torch.log_softmax(logits[:, Q - 1 : -1], -1).gather(-1, batch.response_ids[..., None])
     shortest = int(batch.query_mask.sum(1).argmin())
@@ -59,7 +66,7 @@ def test_forward_without_position_ids_would_shift_padded_rows(gpt2, demo_tokeniz
     torch.testing.assert_close(ours[0], naive[0, :, 0], atol=1e-5, rtol=0)  # unpadded row: same
 
 
-def test_generate_scores_equal_response_logprobs_at_temperature(policy, demo_tokenizer, prompts):
+def test_generate_scores_equal_the_scoring_path_at_temperature(policy, demo_tokenizer, prompts):
     # "ratio == 1 on the first PPO minibatch" (§2 Temperature): generate's scores are already
     # logits / T, so scoring at the same T must reproduce the behaviour log-probs.
     rows = [[demo_tokenizer.bos_token_id, *r] for r in demo_tokenizer(prompts)["input_ids"]]
@@ -88,9 +95,10 @@ def test_generate_scores_equal_response_logprobs_at_temperature(policy, demo_tok
 
     attention_mask = torch.cat([query_mask, response_mask], dim=1)
     with torch.no_grad():
-        logps, entropy = response_logprobs(
-            policy, out.sequences, attention_mask, Q, TEMPERATURE, return_entropy=True
+        scored = score_tokens(
+            policy, out.sequences, attention_mask, Q, temperature=TEMPERATURE, entropy=True
         )
+        logps, entropy = scored.logprobs, scored.entropy
     torch.testing.assert_close(logps[response_mask], expected[response_mask], atol=1e-5, rtol=0)
     torch.testing.assert_close(
         entropy[response_mask], expected_entropy[response_mask], atol=1e-5, rtol=0
@@ -111,27 +119,46 @@ def test_rollout_logprobs_match_rescoring(policy, demo_tokenizer, prompts):
         lambda _m, _i, logits: logits.index_fill(-1, torch.tensor([pad]), float("-inf"))
     )
     with torch.no_grad():
-        rescored = response_logprobs(
-            policy, batch.input_ids, batch.attention_mask, batch.context_length, TEMPERATURE
-        )
+        rescored = score_tokens(
+            policy,
+            batch.input_ids,
+            batch.attention_mask,
+            batch.context_length,
+            temperature=TEMPERATURE,
+        ).logprobs
     ban.remove()
     mask = batch.response_mask
     torch.testing.assert_close(rescored[mask], batch.logprobs[mask], atol=1e-5, rtol=0)
 
 
-def test_chunking_changes_nothing(gpt2, demo_tokenizer, prompts):
-    batch = generate_rollout(gpt2, demo_tokenizer, prompts * 2, generator_seed=2)
-    args = (gpt2, batch.input_ids, batch.attention_mask, batch.context_length)
+def test_a_reference_scores_like_the_policy_at_init(gpt2, demo_tokenizer, prompts):
+    # The KL penalty is exactly 0 at the start: a frozen copy scores the same tokens identically.
+    batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=4))
+    args = (batch.input_ids, batch.attention_mask, batch.context_length)
     with torch.no_grad():
-        whole, whole_entropy = response_logprobs(*args, return_entropy=True)
-        chunked, chunked_entropy = response_logprobs(*args, return_entropy=True, chunk_size=3)
-    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=0)
-    torch.testing.assert_close(chunked_entropy, whole_entropy, atol=1e-6, rtol=0)
+        policy = score_tokens(gpt2, *args, temperature=TEMPERATURE).logprobs
+    reference = score_tokens(build_reference(gpt2, "copy"), *args, temperature=TEMPERATURE)
+    assert torch.equal(reference.logprobs, policy)
+
+
+def test_start_one_scores_every_token_of_right_padded_rows(gpt2, demo_tokenizer):
+    # DPO's layout: prompt + completion right-padded, every token after the first scored.
+    rows = demo_tokenizer(["a b c d", "e f"])["input_ids"]
+    width = max(map(len, rows))
+    pad = demo_tokenizer.pad_token_id
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
+    with torch.no_grad():
+        scored = score_tokens(gpt2, ids, mask, start=1).logprobs
+        logits = gpt2(input_ids=ids, attention_mask=mask.long()).logits
+    expected = shifted_token_logprobs(logits, ids)  # right padding: default positions agree
+    real = mask[:, 1:]
+    torch.testing.assert_close(scored[real], expected[real], atol=1e-5, rtol=0)
 
 
 def test_gradients_flow_to_the_policy(gpt2, demo_tokenizer, prompts):
     batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=3))
-    logps = response_logprobs(gpt2, batch.input_ids, batch.attention_mask, batch.context_length)
+    logps = score_tokens(gpt2, batch.input_ids, batch.attention_mask, batch.context_length).logprobs
     logps[batch.response_mask].sum().backward()
     grad = gpt2.lm_head.weight.grad
     assert grad is not None and grad.abs().sum() > 0
@@ -150,7 +177,7 @@ class TokenTaggedValues(nn.Module):
         super().__init__()
         self.pretrained_model = lm
 
-    def forward(self, input_ids, attention_mask, position_ids=None):
+    def forward(self, input_ids, attention_mask, position_ids=None, logits_to_keep=0):
         logits = self.pretrained_model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
         ).logits
@@ -161,10 +188,15 @@ def test_values_are_read_at_the_state_before_each_response_token(gpt2, demo_toke
     batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=4))
     Q = batch.context_length
     with torch.no_grad():
-        scores = response_logprobs_and_values(
-            TokenTaggedValues(gpt2), batch.input_ids, batch.attention_mask, Q, return_entropy=True
+        scores = score_tokens(
+            TokenTaggedValues(gpt2),
+            batch.input_ids,
+            batch.attention_mask,
+            Q,
+            values=True,
+            entropy=True,
         )
-        bare = response_logprobs(gpt2, batch.input_ids, batch.attention_mask, Q)
+        bare = score_tokens(gpt2, batch.input_ids, batch.attention_mask, Q).logprobs
     # Value for response token j comes from position Q-1+j (§1.2 step 3): the last query token,
     # then response tokens 0..A-2.
     previous = torch.cat([batch.query_ids[:, -1:], batch.response_ids[:, :-1]], dim=1)
@@ -183,10 +215,10 @@ def test_value_head_wrapper_values_and_hf_output_without_values(
     )
     args = (batch.input_ids, batch.attention_mask, batch.context_length)
     with torch.no_grad():
-        scores = response_logprobs_and_values(wrapper, *args)
+        scores = score_tokens(wrapper, *args, values=True)
         assert scores.values.shape == batch.response_ids.shape and scores.entropy is None
         with pytest.raises(TypeError, match="values"):
-            response_logprobs_and_values(gpt2, *args)  # an HF output has no value head
+            score_tokens(gpt2, *args, values=True)  # an HF output has no value head
 
 
 class TaggedCritic(nn.Module):
@@ -198,8 +230,8 @@ class TaggedCritic(nn.Module):
 
 def test_separate_critic_values_use_the_same_alignment(gpt2, demo_tokenizer, prompts):
     batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=4))
-    values = response_values(
-        TaggedCritic(), batch.input_ids, batch.attention_mask, batch.context_length, chunk_size=3
+    values = critic_values(
+        TaggedCritic(), batch.input_ids, batch.attention_mask, batch.context_length
     )
     previous = torch.cat([batch.query_ids[:, -1:], batch.response_ids[:, :-1]], dim=1)
     assert torch.equal(values, previous.float())

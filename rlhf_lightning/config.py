@@ -1,0 +1,34 @@
+"""Compose the config `python -m rlhf_lightning stage=<stage> <overrides>` would get, from Python.
+
+Built-in model names (``demo:sft``, ...) are left as they are here; ``rlhf_lightning.api``
+resolves them (``rlhf_lightning.builtins``) before a run starts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from rlhf_lightning.paths import config_dir
+
+
+def compose_stage(
+    stage: str, overrides: Sequence[str] = (), run_dir: str | Path | None = None
+) -> DictConfig:
+    """The composed config of `stage` with `overrides`, writing into `run_dir` (a fresh
+    temporary directory when None)."""
+    overrides = [f"stage={stage}", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        # Inside a running Hydra app (e.g. a stage building the demo policy it starts from).
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir or tempfile.mkdtemp(prefix=f"rlhf_lightning-{stage}-"))
+    return cfg

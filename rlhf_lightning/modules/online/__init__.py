@@ -1,0 +1,14 @@
+"""Online RL: one LightningModule, the algorithm composed from four kinds of parts."""
+
+from rlhf_lightning.modules.online.algorithm import RLAlgorithm, ScoreShaping, ValueLoss
+from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
+from rlhf_lightning.modules.online.module import OnlineRLModule
+
+__all__ = [
+    "Experience",
+    "OnlineRLCore",
+    "OnlineRLModule",
+    "RLAlgorithm",
+    "ScoreShaping",
+    "ValueLoss",
+]

@@ -1,0 +1,334 @@
+"""`OnlineRLModule`: PPO, GRPO, RLOO, REINFORCE++, GSPO, ... as one LightningModule.
+
+Each training step is one iteration: sample, score, build the experience, optimise (manual
+optimisation), log. What differs between the algorithms is the ``RLAlgorithm`` it is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
+from rlhf_lightning.models import (
+    CausalLMWithValueHead,
+    ValueModel,
+    build_reference,
+    disable_dropout,
+    export_model,
+)
+from rlhf_lightning.models.reference import ReferenceMode
+from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
+from rlhf_lightning.modules.online.algorithm import RLAlgorithm
+from rlhf_lightning.modules.online.core import OnlineRLCore
+from rlhf_lightning.modules.online.records import (
+    append_rows,
+    compare_with_reference,
+    iteration_metrics,
+    sample_rows,
+)
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+Critic = Literal["none", "shared", "separate"]
+
+
+class OnlineRLModule(L.LightningModule):
+    """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
+
+    Args:
+        model: the causal LM being trained (optionally LoRA-wrapped); dropout is turned off,
+            since the rollout and every training forward must compute the same function.
+        tokenizer: its tokenizer.
+        algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
+        reward: any reward source; extra prompt columns reach it as keyword arguments.
+        sampling: how responses are sampled (its temperature is used for every log-prob).
+        optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
+            optimizer step, planned from ``iterations``.
+        iterations: rollouts before the run stops.
+        reference: ``auto`` (the adapter-off base for a LoRA policy, else a frozen copy),
+            ``copy`` or ``adapter_off``; held only when ``algorithm.kl_coef > 0``.
+        critic: ``shared`` (a value head on the policy's trunk), ``separate`` (a value model
+            initialised from ``critic_init``, a reward model) or ``none``.
+        critic_init: the reward model a separate critic starts from.
+        rollout: the rollout backend; None samples with the policy itself (``HFBackend``).
+        samples_path / sample_every: where and every how many iterations sample rows go.
+        compare_prompts: prompts the starting and the trained policy both answer at the end.
+        max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
+        seed: the run's seed; rollouts sample from (seed, iteration).
+    """
+
+    model_head = "causal_lm"
+    datamodule_class = PromptDataModule
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        algorithm: RLAlgorithm,
+        reward: RewardSource,
+        sampling: SamplingConfig,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        *,
+        iterations: int,
+        reference: ReferenceMode = "auto",
+        critic: Critic = "none",
+        critic_init: str | None = None,
+        rollout: RolloutBackend | None = None,
+        samples_path: str | Path | None = None,
+        sample_every: int = 10,
+        compare_prompts: int = 16,
+        max_consecutive_bad_steps: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        disable_dropout(model)
+        critic_model = None
+        if critic == "shared":
+            model = (
+                model if isinstance(model, CausalLMWithValueHead) else CausalLMWithValueHead(model)
+            )
+        elif critic == "separate":
+            if critic_init is None:
+                raise ValueError("critic=separate needs critic_init (a reward model directory).")
+            # Initialised from a reward model (Huang et al. 2024); its head scores every position.
+            critic_model = disable_dropout(ValueModel.from_pretrained(critic_init))
+        self.policy = model
+        self.reference = build_reference(model, reference) if algorithm.needs_reference else None
+        self.critic = critic_model
+        self.tokenizer = tokenizer
+        self.algorithm = algorithm
+        self.reward = reward
+        self.sampling = sampling
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.iterations = iterations
+        self.rollout_backend = rollout or HFBackend()
+        self.samples_path = Path(samples_path) if samples_path is not None else None
+        self.sample_every = sample_every
+        self.compare_prompts = compare_prompts
+        self.seed = seed
+        self.core = OnlineRLCore(
+            model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
+            critic=critic_model,
+        )  # fmt: skip
+        self.automatic_optimization = False
+        self.iteration = 0
+        self._phase_seconds: dict[str, float] = {}
+        # Non-finite gradients (from a NaN loss, reward or advantage) skip that step.
+        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One iteration (the steps of ``modules/online/core.py``)."""
+        start = time.perf_counter()
+        prompts, columns = self.expand_groups(batch)
+        with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
+            rollout = self.collect_rollout(prompts)
+        with self.phase("scoring"):  # 2. the reward source scores every answer
+            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+        if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
+            return
+        with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
+            experience = self.core.make_experience(rollout, scores)
+        with self.phase("optimising"):  # 5. passes of clipped updates over minibatches
+            stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
+        self.rollout_backend.sync(self.policy, self.iteration + 1)  # 6. the sampler catches up
+        mean_kl = self.core.update_kl_controller(experience)  # 7. KL control
+        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)  # 8.
+        self._record_samples(rollout, scores, experience.sequence_kl)
+        self._finish_iteration()
+
+    def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
+        """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
+        group = self.algorithm.group_size
+        prompts = [p for p in batch["prompts"] for _ in range(group)]
+        columns = {
+            k: [v for v in vs for _ in range(group)] for k, vs in batch.items() if k != "prompts"
+        }
+        return prompts, columns
+
+    def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
+        """Sample one response per prompt; the seed follows the iteration so resume is exact."""
+        rollout = self.rollout_backend.generate(
+            self.policy,
+            self.tokenizer,
+            prompts,
+            self.sampling,
+            seed=self.rollout_seed(),
+            row_keys=self.rollout_row_keys(len(prompts)),
+            record_values=self.core.records_values_while_sampling,
+        )
+        return rollout.to(self.device)
+
+    def rollout_seed(self) -> int:
+        """This iteration's sampling seed: a pure function of (run seed, iteration).
+
+        `hash()` of a string changes with every Python process, so it cannot be used here: a
+        resumed run must draw the same samples as one that never stopped. (The tags are those
+        earlier versions used, so a seed reproduces their rollouts.)
+        """
+        tag = "ppo" if self.algorithm.group_size == 1 else "group"
+        return zlib.crc32(f"{tag}:{self.seed}:{self.iteration}".encode()) % (2**31)
+
+    def rollout_row_keys(self, rows: int) -> torch.Tensor:
+        """Each rollout row's index in the global batch (rank r holds [r*rows, (r+1)*rows)), so
+        a row's sample does not depend on how the batch is split across processes."""
+        return torch.arange(rows) + self.global_rank * rows
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time one phase of an iteration (``perf/<name>_s``) and show it on the progress bar."""
+        bar = self.trainer.progress_bar_callback if self._trainer is not None else None
+        if bar is not None and hasattr(bar, "set_phase"):
+            bar.set_phase(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self._phase_seconds[name] = self._phase_seconds.get(name, 0.0) + elapsed
+
+    def scores_are_finite(self, scores: torch.Tensor) -> bool:
+        """False (and the iteration counted as skipped) when any reward is NaN/Inf: it would
+        reach the advantages, the running statistics and the KL controller."""
+        # Decided over every rank's scores: all ranks drop the iteration or none does.
+        if not bool(all_reduce_sum((~torch.isfinite(scores)).sum())):
+            return True
+        self.guard.record_skip()
+        self.log("train/skipped_steps", float(self.guard.skipped))
+        self._finish_iteration()
+        return False
+
+    def _optimizer_step(self) -> None:
+        optimizer = self.optimizers()
+        if not self.guard.update_is_finite(None, optimized_parameters(optimizer)):
+            optimizer.zero_grad(set_to_none=True)  # weights and optimizer moments untouched
+            return
+        if self.algorithm.max_grad_norm is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.algorithm.max_grad_norm,
+                gradient_clip_algorithm="norm",
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+
+    def _log_iteration(
+        self,
+        rollout: RolloutBatch,
+        scores: torch.Tensor,
+        stats: list[dict[str, torch.Tensor]],
+        mean_kl: torch.Tensor,
+        elapsed: float,
+    ) -> None:
+        kl_coef = self.core.kl_controller.value
+        metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        _, world = rank_and_world()
+        if world > 1 and scores.numel() > 0:
+            # Means of equal-sized shares average exactly across ranks (sync_dist below); the
+            # spread needs the rows themselves.
+            metrics["rollout/reward_std"] = gather_rows(scores.float())[0].std().cpu()
+        # A weighted mix keeps each source's unweighted rewards: one curve per component.
+        for name, values in getattr(self.reward, "last_components", {}).items():
+            metrics[f"rollout/reward/{name}"] = values.float().mean()
+        metrics["train/skipped_steps"] = float(self.guard.skipped)
+        # Where the iteration's time went: generation vs scoring vs log-probs vs updates.
+        for name, seconds in self._phase_seconds.items():
+            metrics[f"perf/{name}_s"] = seconds
+        self._phase_seconds = {}
+        self.log_dict(metrics, sync_dist=world > 1)
+        self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
+
+    def _record_samples(
+        self, rollout: RolloutBatch, scores: torch.Tensor, sequence_kl: torch.Tensor
+    ) -> None:
+        """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
+        if self.samples_path is None or self.iteration % self.sample_every:
+            return
+        if not self.trainer.is_global_zero:
+            return  # rank 0's rows stand for the batch
+        rows = sample_rows(rollout, scores, sequence_kl)
+        # `step` is the iteration: the step of this iteration's metrics.csv row.
+        append_rows(self.samples_path, rows, step=self.iteration, global_step=self.global_step)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                columns = ["step", *rows[0]]
+                data = [[self.iteration, *r.values()] for r in rows]
+                logger.log_table("samples", columns=columns, data=data)
+
+    def _finish_iteration(self) -> None:
+        self.iteration += 1
+        if self.iteration >= self.iterations:
+            # Iterations, not optimizer steps, end these runs (early KL stops skip steps).
+            self.trainer.should_stop = True
+
+    def finish(self) -> list[dict[str, Any]]:
+        """After fit: the starting and the trained policy answer the same prompts (same seed);
+        both answers are scored and appended to samples.jsonl. Returns the rows ([] without a
+        reference, a samples file or prompts to compare on)."""
+        if self.reference is None or self.samples_path is None or not self.compare_prompts:
+            return []
+        batch = self.trainer.datamodule.first_batch(self.compare_prompts)
+        prompts = list(batch["prompts"])
+        columns = {k: v for k, v in batch.items() if k != "prompts"}
+        rows = compare_with_reference(
+            self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
+            self.seed, columns,
+        )  # fmt: skip
+        append_rows(
+            self.samples_path,
+            rows,
+            step=self.iteration,
+            global_step=self.global_step,
+            kind="final_comparison",
+        )
+        return rows
+
+    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
+        """The policy (the value head beside it), its tokenizer, and a separate critic in
+        ``critic/``: a Hugging Face directory."""
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
+        if self.critic is not None:
+            self.critic.save_pretrained(out_dir / "critic")
+
+    def configure_optimizers(self):
+        # The policy (and a separate critic); the frozen reference is filtered out.
+        return configure_optimizers(
+            self,
+            self.optimizer_factory,
+            self.scheduler_factory,
+            self.iterations * self.algorithm.optimizer_steps_per_iteration,
+            precision=str(self.trainer.precision),
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["online_rl"] = {
+            "iteration": self.iteration,
+            "non_finite_guard": self.guard.state_dict(),
+            "core": self.core.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["online_rl"]
+        self.iteration = state["iteration"]
+        self.guard.load_state_dict(state["non_finite_guard"])
+        self.core.load_state_dict(state["core"])

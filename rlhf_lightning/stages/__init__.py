@@ -1,1 +1,0 @@
-"""One runner per stage: config in, fitted trainer out (the run directory filled in)."""
