@@ -7,7 +7,9 @@ deletions, network calls, 100 MB prints. Every run gets its own throw-away worki
 the machine allows (:func:`probe_isolation` finds out once per process):
 
 * **time**: a wall-clock deadline, after which the whole process group (and, with a pid
-  namespace, every process the code started) is killed; ``RLIMIT_CPU`` on top.
+  namespace, every process the code started) is killed; ``RLIMIT_CPU`` on top. Runs start
+  under ``setpriv --pdeathsig KILL`` where it exists, so they die with a trainer killed
+  outright.
 * **memory / files / descriptors**: ``RLIMIT_AS``, ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``, no
   core dumps.
 * **processes**: a per-run pids cgroup (``pids.max``) where one is writable; otherwise
@@ -35,7 +37,8 @@ the machine allows (:func:`probe_isolation` finds out once per process):
 Not contained: reading files the running user can read (there is no network to send them
 anywhere, and output is capped), Unix sockets with a path (a root run could reach a local
 daemon's socket; run the trainer as an ordinary user or in a container when that matters), and
-CPU and memory bandwidth shared with the trainer while a run lasts. An adversarial program
+CPU and memory bandwidth shared with the trainer while a run lasts. A trainer killed outright
+leaves its last runs' working and cgroup directories behind (empty). An adversarial program
 could forge its test results by searching its own process (see ``_sandbox_child.py``).
 
 Example:
@@ -79,6 +82,9 @@ SETUP_FAILED = 121  # the child's exit code when it could not lock itself down
 STATUSES = ("ok", "error", "timeout", "memory", "crash", "skipped")
 # uids for root trainers without a pids cgroup or Landlock: a fresh one per run, no real user's.
 _SANDBOX_UIDS = range(1_500_000_000, 1_600_000_000)
+# The run's first process gets SIGKILL when the thread that started it dies (setpriv execs the
+# next command with the setting kept); with a pid namespace, everything in it follows.
+_PARENT_DEATH = ("setpriv", "--pdeathsig", "KILL", "--")
 _RESULT_PIPE_BYTES = 1 << 16
 _READ_CHUNK = 1 << 16
 _counter = itertools.count()
@@ -168,6 +174,9 @@ class Isolation:
 
     Args:
         namespaces: The ``unshare ... --`` command put before the interpreter; empty for none.
+        parent_death: Whether runs start under ``setpriv --pdeathsig KILL``, so that a trainer
+            killed outright takes its runs with it (otherwise its last runs live on until they
+            end by themselves or hit the CPU limit).
         network_namespace: Whether ``namespaces`` includes a network namespace.
         pid_namespace: Whether it includes a pid namespace (all its processes die together).
         landlock_abi: The kernel's Landlock ABI version; 0 where there is none.
@@ -179,6 +188,7 @@ class Isolation:
     """
 
     namespaces: tuple[str, ...]
+    parent_death: bool
     network_namespace: bool
     pid_namespace: bool
     landlock_abi: int
@@ -217,6 +227,7 @@ def probe_isolation() -> Isolation:
     switch_uid = root and (cgroup is None or landlock_abi == 0)
     isolation = Isolation(
         namespaces=namespaces,
+        parent_death=_works(_PARENT_DEATH),
         network_namespace="--net" in namespaces,
         pid_namespace="--pid" in namespaces,
         landlock_abi=landlock_abi,
@@ -308,7 +319,11 @@ class Sandbox:
             if uid is not None:
                 os.chown(workdir, uid, uid)
             proc = subprocess.Popen(
-                [*iso.namespaces, sys.executable, "-I", "-c", self._child_source, str(job_file)],
+                [
+                    *(_PARENT_DEATH if iso.parent_death else ()),
+                    *iso.namespaces,
+                    *(sys.executable, "-I", "-c", self._child_source, str(job_file)),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -613,27 +628,29 @@ def _remove_cgroup(cgroup: Path, wait_s: float = 2.0) -> None:
 
 def _working_namespaces(root: bool) -> tuple[str, ...]:
     """The strongest ``unshare`` prefix that runs the interpreter here, or ()."""
-    if shutil.which("unshare") is None:
-        return ()
     user = () if root else ("--map-root-user",)
     candidates = (
         ("unshare", *user, "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--"),
         ("unshare", *user, "--net", "--"),
     )
-    for prefix in candidates:
-        try:
-            done = subprocess.run(
-                [*prefix, sys.executable, "-I", "-S", "-c", "pass"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=20,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0:
-            return prefix
-    return ()
+    return next((prefix for prefix in candidates if _works(prefix)), ())
+
+
+def _works(prefix: tuple[str, ...]) -> bool:
+    """Whether ``prefix`` (a command that runs another) runs the interpreter here."""
+    if shutil.which(prefix[0]) is None:
+        return False
+    try:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-I", "-S", "-c", "pass"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _writable_pids_cgroup() -> Path | None:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from rlhf_lightning.errors import RewardError
+from rlhf_lightning.rewards import sandbox as sandbox_module
 from rlhf_lightning.rewards.sandbox import Sandbox, SandboxLimits, probe_isolation
 
 ISOLATION = probe_isolation()
@@ -176,6 +181,41 @@ def test_processes_that_leave_the_process_group_are_killed_too(runs_root):
         assert sandbox.run(code).status == "ok"
         assert time.monotonic() - start < 1.5
         assert no_processes_left(runs_root)
+
+
+TRAINER = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
+sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(sandbox)  # without the package, so without torch: starts fast
+sandbox.Sandbox(sandbox.SandboxLimits(timeout_s=60), workdir_root=sys.argv[2]).run(
+    "import os, time\\nos.fork()\\ntime.sleep(60)"
+)
+"""
+
+
+@pytest.mark.skipif(not ISOLATION.parent_death, reason="needs setpriv --pdeathsig")
+def test_runs_die_with_a_trainer_killed_outright(runs_root):
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, sandbox_module.__file__, str(runs_root)]
+    )
+    try:
+        end = time.monotonic() + 20  # the trainer imports, probes, starts the run
+        while len(processes_under(runs_root)) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        assert len(processes_under(runs_root)) >= 2  # the run and its forked child sleep
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+        assert no_processes_left(runs_root, wait_s=2.0)
+    finally:
+        trainer.kill()
+        trainer.wait()
+        # What a killed trainer leaves: its run's (empty) working and cgroup directories.
+        for leftover in runs_root.iterdir():
+            shutil.rmtree(leftover)
+        if ISOLATION.cgroup_parent:
+            for cgroup in Path(ISOLATION.cgroup_parent).glob(f"rlhf-sandbox-{trainer.pid}-*"):
+                cgroup.rmdir()
 
 
 @pytest.fixture
