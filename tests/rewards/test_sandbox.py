@@ -60,7 +60,8 @@ def processes_under(root: Path) -> list[int]:
     return found
 
 
-def no_processes_left(root: Path, wait_s: float = 1.0) -> bool:
+def no_processes_left(root: Path, wait_s: float = 3.0) -> bool:
+    """True once none is left; a dying pid namespace may take a moment on a busy machine."""
     end = time.monotonic() + wait_s
     while processes_under(root):
         if time.monotonic() > end:
@@ -105,9 +106,12 @@ def test_cpu_limit_ends_a_busy_program_before_the_wall_clock(runs_root):
 )
 def test_memory_bomb_is_refused(runs_root, code):
     start = time.monotonic()
-    result = make_sandbox(runs_root).run(code, ["assert True"])
+    # A small cap and a roomy clock: filling pages takes a while on a busy machine, and this
+    # test is about the cap.
+    sandbox = make_sandbox(runs_root, limits={"memory_mb": 128, "timeout_s": 5.0})
+    result = sandbox.run(code, ["assert True"])
     assert (result.status, result.passed) == ("memory", 0)
-    assert time.monotonic() - start < 3.0
+    assert time.monotonic() - start < 5.0
 
 
 FORK_COUNTER = """
@@ -179,7 +183,7 @@ def test_processes_that_leave_the_process_group_are_killed_too(runs_root):
     ):
         start = time.monotonic()
         assert sandbox.run(code).status == "ok"
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 3.0  # not the 60 s the grandchild holds the pipes
         assert no_processes_left(runs_root)
 
 
@@ -296,7 +300,7 @@ def test_crashes_score_zero(runs_root, code, detail):
     start = time.monotonic()
     result = make_sandbox(runs_root).run(code, ["assert True"])
     assert (result.status, result.detail, result.passed) == ("crash", detail, 0)
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 3.0
 
 
 def test_leaving_early_or_printing_results_passes_nothing(runs_root):

@@ -24,7 +24,7 @@ from rlhf_lightning.rewards.verifiers import extract_answer, extract_code, parse
 
 @pytest.fixture(scope="module")
 def math_reward():
-    reward = MathReward(timeout_s=2.0)
+    reward = MathReward(timeout_s=10.0)  # roomy: no comparison here should hit it
     yield reward
     reward.close()
 
@@ -100,15 +100,19 @@ def test_math_boxed_and_last_number_and_scores():
     assert score(boxed, [r"\boxed{\frac{1}{2}}"], answer=["0.5"]) == [-1]
 
 
-def test_math_pathological_answer_is_cut_off_by_the_time_bound(math_reward):
-    score(math_reward, [r"<answer>\frac{1}{2}</answer>"], answer=["0.5"])  # worker started
-    start = time.monotonic()
-    completions = [r"<answer>9^{9^{9^{9}}}</answer>", "<answer>3</answer>"]
-    assert score(math_reward, completions, answer=["1", "3"]) == [0, 1]
-    assert time.monotonic() - start < math_reward.timeout_s + 2.0
-    assert math_reward.last_timeouts == 1
-    # The next symbolic comparison gets a fresh worker.
-    assert score(math_reward, [r"<answer>\frac{2}{4}</answer>"], answer=["1/2"]) == [1]
+def test_math_pathological_answer_is_cut_off_by_the_time_bound():
+    reward = MathReward(timeout_s=1.0)
+    try:
+        score(reward, [r"<answer>\frac{1}{2}</answer>"], answer=["0.5"])  # worker started
+        start = time.monotonic()
+        completions = [r"<answer>9^{9^{9^{9}}}</answer>", "<answer>3</answer>"]
+        assert score(reward, completions, answer=["1", "3"]) == [0, 1]
+        assert time.monotonic() - start < reward.timeout_s + 3.0
+        assert reward.last_timeouts == 1
+        # The next symbolic comparison gets a fresh worker.
+        assert score(reward, [r"<answer>\frac{2}{4}</answer>"], answer=["1/2"]) == [1]
+    finally:
+        reward.close()
 
 
 def test_math_errors_name_the_fix():
@@ -191,10 +195,10 @@ TESTS = ["assert double(2) == 4", "assert double(0) == 0", "assert double(-1) ==
 def test_code_fraction_and_all_modes():
     completions = [DOUBLE, "```python\ndef double(x):\n    return x + x - (x < 0)\n```", "oops("]
     tests = [TESTS, TESTS, TESTS]
-    fraction = CodeReward(timeout_s=2.0)
+    fraction = CodeReward(timeout_s=10.0)  # no run should time out, even on a busy machine
     assert score(fraction, completions, tests=tests) == pytest.approx([2 / 3, 1.0, 0.0])
     assert fraction.last_statuses == {"ok": 2, "error": 1}
-    assert score(CodeReward(mode="all", timeout_s=2.0), completions, tests=tests) == [0, 1, 0]
+    assert score(CodeReward(mode="all", timeout_s=10.0), completions, tests=tests) == [0, 1, 0]
 
 
 def test_code_hostile_completion_scores_zero_and_others_still_count():
