@@ -1,5 +1,5 @@
-"""Turns ``data.path`` into a ``datasets.DatasetDict``: the demo corpus, a local file or
-directory, or a hub dataset name.
+"""Turns ``data.path`` into a ``datasets.DatasetDict``: the demo corpus, a built-in task, a
+local file or directory, or a hub dataset name.
 
 Everything that can go wrong for a user (missing file, unreadable file, unknown split, hub not
 reachable) becomes one ``DataError`` that names the path and the fix.
@@ -15,6 +15,7 @@ import datasets
 
 from rlhf_lightning.data.demo_corpus import load_demo_corpus
 from rlhf_lightning.data.demo_qa import DEMO_QA, build_demo_qa
+from rlhf_lightning.data.tasks import TASKS
 from rlhf_lightning.errors import DataError
 
 DEMO = "demo"
@@ -43,10 +44,13 @@ def load_table(path: str, split: str | None = "train") -> datasets.DatasetDict |
 
     Args:
         path: ``"demo"`` (embedded corpus, one ``train`` split); ``"demo_qa"`` (synthetic
-            question-answer pairs, ``train`` and ``validation``); a local file (``.jsonl``,
-            ``.json``, ``.csv``, ``.parquet``, or ``.txt`` with one ``text`` per non-empty line);
-            a local directory (saved with ``save_to_disk``, or holding data files whose names
-            give the split: ``train.jsonl``, ``validation.jsonl``...); else a hub dataset name.
+            question-answer pairs, ``train`` and ``validation``); ``"arithmetic"``,
+            ``"countdown"``, ``"code_tasks"`` (tasks with right answers for verifier rewards,
+            ``train`` and ``validation``, see :mod:`rlhf_lightning.data.tasks`); a local file
+            (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, or ``.txt`` with one ``text`` per
+            non-empty line); a local directory (saved with ``save_to_disk``, or holding data
+            files whose names give the split: ``train.jsonl``, ``validation.jsonl``...); else a
+            hub dataset name.
         split: the split to return; ``None`` returns every split as a ``DatasetDict``.
 
     Returns:
@@ -112,6 +116,8 @@ def _load_splits(path: str) -> datasets.DatasetDict:
         return datasets.DatasetDict({"train": load_demo_corpus()})
     if path == DEMO_QA:
         return build_demo_qa()
+    if path in TASKS:
+        return TASKS[path]()
     local = Path(os.path.expanduser(path))
     if local.is_file():
         return datasets.DatasetDict({"train": _read_file(local, path)})

@@ -7,6 +7,9 @@ Implementations (each Hydra-instantiable, see ``conf/reward/``):
 * :class:`CallableReward`: a Python function named ``package.module:function``.
 * :class:`HTTPReward`: a JSON endpoint, with timeout and retries.
 * :class:`WeightedReward`: a weighted sum of named sources.
+* Verifiers, which check against a known right answer (:mod:`rlhf_lightning.rewards.verifiers`):
+  :class:`MathReward`, :class:`FormatReward`, :class:`CountdownReward`, and :class:`CodeReward`,
+  which runs code in the :class:`Sandbox`.
 """
 
 from __future__ import annotations
@@ -21,13 +24,27 @@ from rlhf_lightning.rewards.encoding import encode_for_reward
 from rlhf_lightning.rewards.http import HTTPReward
 from rlhf_lightning.rewards.mix import WeightedReward
 from rlhf_lightning.rewards.model import ModelReward
+from rlhf_lightning.rewards.sandbox import Sandbox, SandboxLimits, SandboxResult
+from rlhf_lightning.rewards.verifiers import (
+    CodeReward,
+    CountdownReward,
+    FormatReward,
+    MathReward,
+)
 
 __all__ = [
     "CallableReward",
+    "CodeReward",
+    "CountdownReward",
+    "FormatReward",
     "HTTPReward",
+    "MathReward",
     "ModelReward",
     "RewardError",
     "RewardSource",
+    "Sandbox",
+    "SandboxLimits",
+    "SandboxResult",
     "WeightedReward",
     "build_reward_source",
     "check_inputs",
@@ -35,7 +52,13 @@ __all__ = [
     "encode_for_reward",
 ]
 
-_KINDS = ("callable", "http", "mix", "model")
+_KINDS = ("callable", "code", "countdown", "format", "http", "math", "mix", "model")
+_VERIFIERS = {
+    "code": CodeReward,
+    "countdown": CountdownReward,
+    "format": FormatReward,
+    "math": MathReward,
+}
 
 
 def build_reward_source(kind: str, **kwargs: Any) -> RewardSource:
@@ -44,7 +67,9 @@ def build_reward_source(kind: str, **kwargs: Any) -> RewardSource:
     Args:
         kind: ``model`` (kwargs of :meth:`ModelReward.from_pretrained`, ``path`` first),
             ``callable`` (``function`` and fixed kwargs), ``http`` (:class:`HTTPReward`'s), or
-            ``mix`` (``sources``: name -> a source or a ``{"kind": ..., ...}`` dict; ``weights``).
+            ``mix`` (``sources``: name -> a source or a ``{"kind": ..., ...}`` dict; ``weights``),
+            or a verifier, ``math``, ``format``, ``countdown``, ``code`` (their constructors'
+            arguments).
 
     Example:
         >>> source = build_reward_source(
@@ -57,6 +82,8 @@ def build_reward_source(kind: str, **kwargs: Any) -> RewardSource:
         return CallableReward(**kwargs)
     if kind == "http":
         return HTTPReward(**kwargs)
+    if kind in _VERIFIERS:
+        return _VERIFIERS[kind](**kwargs)
     if kind == "mix":
         sources = {
             name: build_reward_source(**spec) if isinstance(spec, Mapping) else spec
