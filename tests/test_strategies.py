@@ -35,7 +35,8 @@ from rlhf_lightning.api import compose_config
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import CausalLMWithValueHead, LoraSpec, apply_lora
 from rlhf_lightning.paths import config_dir
-from rlhf_lightning.strategies import build_strategy, decoder_layer_classes, strategy_name
+from rlhf_lightning.strategies import build_strategy, strategy_name
+from rlhf_lightning.strategy_layers import decoder_layer_classes
 
 PRESETS = sorted(p.stem for p in (config_dir() / "trainer").glob("*.yaml"))
 STAGES = sorted(p.stem for p in (config_dir() / "stage").glob("*.yaml"))

@@ -43,40 +43,26 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import datasets
 import torch
 
-from rlhf_lightning.data.chat import assistant_spans
 from rlhf_lightning.data.collate import pad_batch
-from rlhf_lightning.data.formats import AUTO, _encode, eos_token_id
+from rlhf_lightning.data.formats import AUTO
+from rlhf_lightning.data.pair_sides import SIDES, Side, _message_sides, _text_sides
 from rlhf_lightning.data.sft import (
     _ROW,
 )
-from rlhf_lightning.data.validation import _FIX_ROWS, describe, require_messages, require_text
+from rlhf_lightning.data.validation import describe
 from rlhf_lightning.errors import DataError
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "margin")
 PAIR_FORMATS = ("text", "messages")
-SIDES = ("chosen", "rejected")
 # Columns DPO adds when it precomputes the reference's sequence log-probs before training.
 REFERENCE_LOGP_KEYS = ("ref_chosen_logps", "ref_rejected_logps")
 
 Pair = dict[str, Any]
-
-
-class Side(NamedTuple):
-    """One tokenised side of a pair, before truncation: ``lead prompt completion end``."""
-
-    lead: list[int]
-    prompt: list[int]
-    completion: list[int]
-    completion_mask: list[bool]  # per completion token (messages: False between assistant turns)
-    end: list[int]
-
-
-# --- columns and format -------------------------------------------------------------------
 
 
 def resolve_pair_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
@@ -147,27 +133,6 @@ def detect_pair_format(
 # --- tokenisation -------------------------------------------------------------------------
 
 
-def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """``(lead, end)``: the tokens that start and end every text side (see module docstring).
-
-    Found by encoding a probe with and without special tokens, so any post-processor works
-    (BERT ``[CLS] $A [SEP]``, Llama ``<s> $A``, GPT-2 nothing).
-    """
-    probe = "a"
-    with_specials = _encode([probe], tokenizer, special=True)[0]
-    plain = _encode([probe], tokenizer, special=False)[0]
-    lead: list[int] = []
-    tail: list[int] = []
-    for start in range(len(with_specials) - len(plain) + 1):
-        if with_specials[start : start + len(plain)] == plain:
-            lead, tail = with_specials[:start], with_specials[start + len(plain) :]
-            break
-    if not lead and tokenizer.bos_token_id is not None:
-        lead = [int(tokenizer.bos_token_id)]
-    end = tail or [eos_token_id(tokenizer)]
-    return lead, end
-
-
 def tokenize_pair(
     prompt: str, chosen: str, rejected: str, tokenizer: Any, max_length: int | None
 ) -> Pair | None:
@@ -234,157 +199,6 @@ def tokenize_pairs(
     return pairs
 
 
-def _text_sides(
-    rows: Sequence[Mapping[str, Any]],
-    names: Mapping[str, str],
-    has: Mapping[str, bool],
-    tokenizer: Any,
-    indices: Sequence[int],
-    source: str,
-) -> list[tuple[Side, Side]]:
-    prompts, chosen, rejected = [], [], []
-    for row, index in zip(rows, indices, strict=True):
-        prompt = row[names["prompt"]] if has["prompt"] else ""
-        if not isinstance(prompt, str):
-            raise DataError(
-                f"{source}: row {index}, column '{names['prompt']}': expected a string (\"\" "
-                f"for no prompt), got {describe(prompt)}. {_FIX_ROWS}"
-            )
-        texts = [
-            require_text(row[names[side]], index=index, column=names[side], source=source)
-            for side in SIDES
-        ]
-        if texts[0].strip() == texts[1].strip():
-            raise DataError(_identical(source, index, names, texts[0]))
-        prompts.append(prompt)
-        chosen.append(texts[0])
-        rejected.append(texts[1])
-    lead, end = special_affixes(tokenizer)
-    # One batched call per column: the fast tokenizer's batch path is ~10x faster.
-    encoded = [_encode(texts, tokenizer, special=False) for texts in (prompts, chosen, rejected)]
-    return [
-        (
-            Side(lead, prompt_ids, chosen_ids, [True] * len(chosen_ids), end),
-            Side(lead, prompt_ids, rejected_ids, [True] * len(rejected_ids), end),
-        )
-        for prompt_ids, chosen_ids, rejected_ids in zip(*encoded, strict=True)
-    ]
-
-
-def _message_sides(
-    rows: Sequence[Mapping[str, Any]],
-    names: Mapping[str, str],
-    has: Mapping[str, bool],
-    tokenizer: Any,
-    indices: Sequence[int],
-    source: str,
-) -> list[tuple[Side, Side]]:
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError(
-            f"{source}: format 'messages' needs a fast tokenizer (for character offsets), got "
-            f"{type(tokenizer).__name__}. Fix: load the tokenizer with use_fast=True."
-        )
-    _, end = special_affixes(tokenizer)
-    sides = []
-    for row, index in zip(rows, indices, strict=True):
-        chats = [
-            require_messages(row[names[side]], index=index, column=names[side], source=source)
-            for side in SIDES
-        ]
-        if chats[0] == chats[1]:
-            raise DataError(_identical(source, index, names, chats[0]))
-        prompt, completions = _split_prompt(row, chats, names, has, index, source)
-        sides.append(
-            tuple(
-                _message_side(prompt, completion, tokenizer, end, index, source)
-                for completion in completions
-            )
-        )
-    return sides
-
-
-def _split_prompt(
-    row: Mapping[str, Any],
-    chats: list[list[dict[str, Any]]],
-    names: Mapping[str, str],
-    has: Mapping[str, bool],
-    index: int,
-    source: str,
-) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
-    """``(prompt messages, [chosen completion, rejected completion])`` of one chat row."""
-    if has["prompt"]:
-        prompt = _prompt_messages(row[names["prompt"]], index, names["prompt"], source)
-        completions = [
-            chat[len(prompt) :] if chat[: len(prompt)] == prompt else chat for chat in chats
-        ]
-    else:
-        shared = 0
-        while shared < min(map(len, chats)) and chats[0][shared] == chats[1][shared]:
-            shared += 1
-        prompt, completions = chats[0][:shared], [chat[shared:] for chat in chats]
-    for side, completion in zip(SIDES, completions, strict=True):
-        replies = [m for m in completion if m["role"] == "assistant"]
-        if not replies or not all(m["content"].strip() for m in replies):
-            raise DataError(
-                f"{source}: row {index}, column '{names[side]}': no non-empty assistant turn "
-                f"after the prompt (the turns shared by chosen and rejected, or column "
-                f"'{names['prompt']}'), so there is nothing to compare. {_FIX_ROWS}"
-            )
-    return prompt, completions
-
-
-def _prompt_messages(value: Any, index: int, column: str, source: str) -> list[dict[str, Any]]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}] if value.strip() else []
-    ok = isinstance(value, list | tuple) and all(
-        isinstance(m, Mapping)
-        and isinstance(m.get("role"), str)
-        and isinstance(m.get("content"), str)
-        for m in value
-    )
-    if not ok:
-        raise DataError(
-            f"{source}: row {index}, column '{column}': expected a list of {{'role': ..., "
-            f"'content': ...}} messages or a string, got {describe(value)}. {_FIX_ROWS}"
-        )
-    return [dict(message) for message in value]
-
-
-def _message_side(
-    prompt: list[dict[str, Any]],
-    completion: list[dict[str, Any]],
-    tokenizer: Any,
-    end: list[int],
-    index: int,
-    source: str,
-) -> Side:
-    """Renders ``prompt + completion``; the completion starts at its first assistant span."""
-    text, spans = assistant_spans(prompt + completion, tokenizer, index=index, source=source)
-    spans = spans[sum(m["role"] == "assistant" for m in prompt) :]
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoded["input_ids"])
-    mask = [
-        any(start < span_end and stop > span_start for span_start, span_end in spans)
-        for start, stop in encoded["offset_mapping"]
-    ]
-    if not any(mask):
-        raise DataError(
-            f"{source}: row {index}: the chat template renders nothing for the completion's "
-            "assistant turns. Fix: check the template (model.chat_template) writes message content."
-        )
-    first = mask.index(True)
-    bos = tokenizer.bos_token_id
-    lead = input_ids[:1] if first > 0 and bos is not None and input_ids[0] == bos else []
-    ends_already = len(input_ids) >= len(end) and input_ids[len(input_ids) - len(end) :] == end
-    return Side(
-        lead,
-        input_ids[len(lead) : first],
-        input_ids[first:],
-        mask[first:],
-        [] if ends_already else end,
-    )
-
-
 def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair | None:
     """Assembles both sides, truncated as the module docstring says.
 
@@ -414,13 +228,6 @@ def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair 
         pair[f"{name}_input_ids"] = input_ids
         pair[f"{name}_completion_mask"] = completion_mask
     return pair
-
-
-def _identical(source: str, index: int, names: Mapping[str, str], value: Any) -> str:
-    return (
-        f"{source}: row {index}: columns '{names['chosen']}' and '{names['rejected']}' are "
-        f"identical ({describe(value)}), so the pair prefers nothing. {_FIX_ROWS}"
-    )
 
 
 def _require_margin(value: Any, index: int, column: str, source: str) -> float:

@@ -29,6 +29,12 @@ from rlhf_lightning.functional.estimators import (
     leave_one_out_advantages,
     reinforce_pp_advantages,
 )
+from rlhf_lightning.functional.evaluation import pass_at_k
+from rlhf_lightning.functional.importance import (
+    ImportanceWeightsOutput,
+    logprob_gap,
+    truncated_importance_weights,
+)
 from rlhf_lightning.functional.kl import (
     AdaptiveKLController,
     FixedKLController,
@@ -65,7 +71,22 @@ from rlhf_lightning.functional.policy import (
     clipped_token_loss,
     ppo_value_loss,
 )
+from rlhf_lightning.functional.preference import (
+    KTOLossOutput,
+    ORPOLossOutput,
+    SimPOLossOutput,
+    kto_loss,
+    kto_reference_point,
+    orpo_loss,
+    simpo_loss,
+)
 from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
+from rlhf_lightning.functional.shaping import (
+    expand_group_mask,
+    informative_groups,
+    length_penalty,
+    overlong_penalty,
+)
 from rlhf_lightning.functional.stats import distinct_n, explained_variance, sequence_kl
 from rlhf_lightning.functional.unigram import unigram_perplexity
 
@@ -76,14 +97,18 @@ __all__ = [
     "AggregationContext",
     "DPOLossOutput",
     "FixedKLController",
+    "ImportanceWeightsOutput",
     "KLEstimator",
     "KLInLoss",
     "KLInReward",
     "KLShaping",
+    "KTOLossOutput",
+    "ORPOLossOutput",
     "PairwiseLossOutput",
     "PolicyLoss",
     "RunningMoments",
     "SFTLossOutput",
+    "SimPOLossOutput",
     "TokenRewards",
     "ValueLossOutput",
     "clipped_sequence_loss",
@@ -92,6 +117,7 @@ __all__ = [
     "distinct_n",
     "dpo_loss",
     "entropy_from_logits",
+    "expand_group_mask",
     "explained_variance",
     "full_kl",
     "gae",
@@ -99,14 +125,22 @@ __all__ = [
     "global_token_mean",
     "group_advantages",
     "group_normalized_advantages",
+    "informative_groups",
     "kl_penalty",
+    "kto_loss",
+    "kto_reference_point",
     "last_token_index",
     "leave_one_out_advantages",
+    "length_penalty",
+    "logprob_gap",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "orpo_loss",
+    "overlong_penalty",
     "pairwise_loss",
+    "pass_at_k",
     "position_ids_from_mask",
     "ppo_token_rewards",
     "ppo_value_loss",
@@ -118,7 +152,9 @@ __all__ = [
     "sequence_mean",
     "sft_loss",
     "shifted_token_logprobs",
+    "simpo_loss",
     "token_logprobs",
     "token_mean",
+    "truncated_importance_weights",
     "unigram_perplexity",
 ]

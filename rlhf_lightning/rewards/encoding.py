@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from rlhf_lightning.data.pairs import special_affixes
+from rlhf_lightning.data.pair_sides import special_affixes
 from rlhf_lightning.errors import RewardError
 
 

@@ -12,10 +12,10 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from rlhf_lightning.data.formats import tokenize_prompt_completion
+from rlhf_lightning.data.pair_sides import special_affixes
 from rlhf_lightning.data.pairs import (
     collate_pairs,
     detect_pair_format,
-    special_affixes,
     tokenize_pair,
     tokenize_pairs,
 )
