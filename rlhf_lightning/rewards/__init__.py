@@ -7,6 +7,12 @@ Implementations (each Hydra-instantiable, see ``conf/reward/``):
 * :class:`CallableReward`: a Python function named ``package.module:function``.
 * :class:`HTTPReward`: a JSON endpoint, with timeout and retries.
 * :class:`WeightedReward`: a weighted sum of named sources.
+
+Offline scorers of real text, used as callables (``reward=sentiment``, ``reward=toxicity``):
+
+* :func:`rlhf_lightning.rewards.sentiment.vader_sentiment`: VADER ``compound``, in [-1, 1].
+* :func:`rlhf_lightning.rewards.profanity.non_offensive`: minus alt-profanity-check's
+  offensive probability, in [-1, 0].
 """
 
 from __future__ import annotations
