@@ -1,6 +1,7 @@
 """Build or load a causal LM and its tokenizer from one `ModelSpec`.
 
-A spec names either a pretrained model (`name_or_path`: hub id or local directory) or an
+A spec names either a pretrained model (`name_or_path`: hub id or local directory, or with
+`gguf_file` a GGUF file in that directory, converted once into a cached directory) or an
 architecture to build from scratch (`arch`: a `model_type` plus config fields, e.g. a small
 GPT-2 or Llama). LoRA and gradient checkpointing are applied on top of either.
 """
@@ -41,6 +42,9 @@ class ModelSpec:
 
     Attributes:
         name_or_path: hub id or local directory of a pretrained model; None builds `arch`.
+        gguf_file: a GGUF file (name inside `name_or_path`, or a path): dequantised once into
+            a cached Hugging Face directory (`rlhf_lightning.models.gguf.gguf_model_dir`),
+            whose tokenizer is used unless `tokenizer` is set.
         tokenizer: tokenizer hub id / directory, or `demo`; None means `name_or_path`.
         arch: for models built from scratch: `{"type": "gpt2", "n_layer": 4, ...}`; any
             `transformers` model type works, the other keys are its config fields.
@@ -48,24 +52,29 @@ class ModelSpec:
         trust_remote_code: run model code shipped with a checkpoint; off unless set.
         gradient_checkpointing: trade compute for activation memory.
         chat_template: a Jinja chat template overriding the tokenizer's.
+        pad_token: None reuses an unused special token when pad == EOS and grows the
+            vocabulary only when there is none; a token string forces that pad, added (and the
+            embeddings grown) when the vocabulary lacks it (see `models.tokenizer`).
         lora: LoRA adapter settings (`enabled: false` trains all weights).
         seed: seed for the random initialisation of models built from `arch`.
     """
 
     name_or_path: str | None = None
+    gguf_file: str | None = None
     tokenizer: str | None = None
     arch: dict[str, Any] | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
     gradient_checkpointing: bool = False
     chat_template: str | None = None
+    pad_token: str | None = None
     lora: LoraSpec | dict[str, Any] = field(default_factory=LoraSpec)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
             self.lora = LoraSpec(**self.lora)
-        if self.name_or_path is None and not self.arch:
+        if self.name_or_path is None and not self.arch and self.gguf_file is None:
             raise ConfigError(
                 "model: neither model.name_or_path nor model.arch is set. Fix: pass "
                 "model.name_or_path=<hub id or local dir>, or pick model=demo / model=tiny."
@@ -99,10 +108,19 @@ def load_model_and_tokenizer(
     output (a fresh scalar head on any backbone: a causal LM checkpoint, an encoder, ...).
     """
     name_or_path = resolve_model_path(spec.name_or_path)
+    if spec.gguf_file is not None:
+        from rlhf_lightning.models.gguf import gguf_model_dir
+
+        name_or_path = str(gguf_model_dir(name_or_path, spec.gguf_file))
+    # A converted GGUF directory holds the file's own tokenizer.
+    use_gguf_tokenizer = spec.gguf_file is not None and spec.tokenizer is None
     tokenizer = load_tokenizer(
-        resolve_model_path(spec.tokenizer_name) or spec.tokenizer_name,
+        name_or_path
+        if use_gguf_tokenizer
+        else resolve_model_path(spec.tokenizer_name) or spec.tokenizer_name,
         trust_remote_code=spec.trust_remote_code,
         chat_template=spec.chat_template,
+        pad_token=spec.pad_token,
     )
     if name_or_path is not None:
         model = load_pretrained(name_or_path, head, spec.dtype, spec.trust_remote_code)

@@ -10,6 +10,12 @@ Implementations (each Hydra-instantiable, see ``conf/reward/``):
 * Verifiers, which check against a known right answer (:mod:`rlhf_lightning.rewards.verifiers`):
   :class:`MathReward`, :class:`FormatReward`, :class:`CountdownReward`, and :class:`CodeReward`,
   which runs code in the :class:`Sandbox`.
+
+Offline scorers of real text, used as callables (``reward=sentiment``, ``reward=toxicity``):
+
+* :func:`rlhf_lightning.rewards.sentiment.vader_sentiment`: VADER ``compound``, in [-1, 1].
+* :func:`rlhf_lightning.rewards.profanity.non_offensive`: minus alt-profanity-check's
+  offensive probability, in [-1, 0].
 """
 
 from __future__ import annotations
