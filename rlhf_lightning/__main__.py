@@ -19,10 +19,8 @@ def main(cfg: DictConfig) -> float | None:
     from rlhf_lightning.train import run
 
     try:
-        if cfg.stage.name == "pipeline":
-            summary = run_pipeline(cfg)
-        else:
-            summary = run(resolve_builtins(cfg))
+        pipeline = cfg.stage.name == "pipeline"
+        summary = run_pipeline(cfg) if pipeline else run(resolve_builtins(cfg))
     except RLHFError as err:
         logging.getLogger("rlhf_lightning").error("%s", err)
         print(f"error: {err}", file=sys.stderr)
