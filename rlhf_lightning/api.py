@@ -48,6 +48,14 @@ def compose_config(
     return resolve_builtins(compose_stage(stage, overrides, run_dir))
 
 
+def execute(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
+    """Run a composed config as the CLI would: built-in model names resolved (and built on first
+    use), then ``train.run``. Returns the ``metrics.json`` summary."""
+    from rlhf_lightning.train import run
+
+    return run(resolve_builtins(cfg), dataset=dataset)
+
+
 def run_stage(
     stage: str,
     model: str | Path | None = None,
@@ -71,14 +79,12 @@ def run_stage(
     Returns:
         The run directory, the last value of every metric, and the optimizer step count.
     """
-    from rlhf_lightning.train import run
-
     args = [] if model is None else _model_overrides(str(model))
     in_memory = dataset is not None and not isinstance(dataset, (str, Path))
     if dataset is not None and not in_memory:
         args.append(f"data.path={dataset}")
-    cfg = compose_config(stage, [*args, *overrides], run_dir=output_dir)
-    summary = run(cfg, dataset=dataset if in_memory else None)
+    cfg = compose_stage(stage, [*args, *overrides], output_dir)
+    summary = execute(cfg, dataset=dataset if in_memory else None)
     return StageResult(Path(summary["run_dir"]), summary["metrics"], summary["global_step"])
 
 

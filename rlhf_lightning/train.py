@@ -32,6 +32,7 @@ from rlhf_lightning.builders import fit_and_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
 from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
+from rlhf_lightning.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
     module_class = get_class(cfg.stage._target_)
     spec = _build(cfg.model, "model", ModelSpec)
     model, tokenizer = load_model_and_tokenizer(spec, head=module_class.model_head)
+    parameters = sum(p.numel() for p in model.parameters())
+    apply_threads(cfg.get("threads", "auto"), parameters, processes=_local_processes(cfg))
     datamodule = _build(
         cfg.data, "data", module_class.datamodule_class, tokenizer=tokenizer, dataset=dataset
     )
@@ -99,6 +102,14 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
         if cfg.export.enabled:
             module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer
+
+
+def _local_processes(cfg: DictConfig) -> int:
+    """Processes of this run on this machine that share its CPUs (CPU data parallelism)."""
+    trainer = cfg.trainer
+    on_cpu = str(trainer.get("accelerator", "auto")) == "cpu"
+    devices = trainer.get("devices", 1)
+    return int(devices) if on_cpu and isinstance(devices, int) else 1
 
 
 def _plain(node: DictConfig) -> dict[str, Any]:

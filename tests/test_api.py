@@ -25,7 +25,7 @@ def composed(monkeypatch):
         configs.append(cfg)
         return {"run_dir": cfg.run_dir, "metrics": {}, "global_step": 0}
 
-    monkeypatch.setattr("rlhf_lightning.train.run", record)
+    monkeypatch.setattr("rlhf_lightning.api.execute", record)
     return configs
 
 

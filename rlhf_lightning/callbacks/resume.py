@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -9,6 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
 
 
 def capture_rng_states() -> dict[str, Any]:
@@ -54,15 +57,23 @@ class ResumeState(Callback):
        interruption, an RL stage's iteration count) closes the epoch in Lightning's counters,
        so a checkpoint taken afterwards would resume in the *next* epoch while the data loader
        (which saves its position) continues the old one. `on_save_checkpoint` reopens it.
+    3. torch's thread count: results can differ in the last bits between counts, so a resumed
+       run computes with the count the run it continues chose (``rlhf_lightning.threads``).
     """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return capture_rng_states()
+        return {**capture_rng_states(), "torch_threads": torch.get_num_threads()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        threads = state_dict.get("torch_threads")
+        if threads is not None and threads != torch.get_num_threads():
+            log.info(
+                "torch threads: %d (the resumed run's own count, from its checkpoint)", threads
+            )
+            torch.set_num_threads(threads)
         self._pending = state_dict
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

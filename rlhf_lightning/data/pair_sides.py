@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from rlhf_lightning.data.chat import assistant_spans
-from rlhf_lightning.data.formats import _encode, eos_token_id
+from rlhf_lightning.data.formats import _encode, document_bos, eos_token_id
 from rlhf_lightning.data.validation import _FIX_ROWS, describe, require_messages, require_text
 from rlhf_lightning.errors import DataError
 
@@ -45,8 +45,9 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if with_specials[start : start + len(plain)] == plain:
             lead, tail = with_specials[:start], with_specials[start + len(plain) :]
             break
-    if not lead and tokenizer.bos_token_id is not None:
-        lead = [int(tokenizer.bos_token_id)]
+    bos = document_bos(tokenizer)
+    if not lead and bos is not None:
+        lead = [bos]
     end = tail or [eos_token_id(tokenizer)]
     return lead, end
 

@@ -41,7 +41,10 @@ class PromptDataModule(L.LightningDataModule):
         max_prompt_tokens: prompts longer than this (in tokens of `tokenizer`, BOS not
             counted) keep their last `max_prompt_tokens` tokens, the part the response
             continues; one warning gives the count and the first such row. None: no limit.
-        tokenizer: the policy's tokenizer, needed for `max_prompt_tokens`.
+        chat: render each prompt as a user turn through the tokenizer's chat template, with the
+            assistant's generation prompt after it (instruct models answer a turn; a plain
+            prompt is continued as text).
+        tokenizer: the policy's tokenizer, needed for `max_prompt_tokens` and `chat`.
         dataset: an in-memory `datasets.Dataset` instead of `path`.
     """
 
@@ -55,6 +58,7 @@ class PromptDataModule(L.LightningDataModule):
         opening_words: int = 3,
         seed: int = 0,
         max_prompt_tokens: int | None = None,
+        chat: bool = False,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
@@ -67,6 +71,7 @@ class PromptDataModule(L.LightningDataModule):
         self.opening_words = opening_words
         self.seed = seed
         self.max_prompt_tokens = max_prompt_tokens
+        self.chat = chat
         self.tokenizer = tokenizer
         self.dataset = dataset
         self.rows: datasets.Dataset | None = None
@@ -95,7 +100,21 @@ class PromptDataModule(L.LightningDataModule):
                 f"data.path={self.path}: row {bad[0]} has a non-text '{self.prompt_column}'. "
                 "Fix: every prompt must be a string."
             )
-        self.rows = self._truncate_long_prompts(rows)
+        rows = self._truncate_long_prompts(rows)
+        self.rows = self._as_chat_turns(rows) if self.chat else rows
+
+    def _as_chat_turns(self, rows: datasets.Dataset) -> datasets.Dataset:
+        """Each prompt as a user turn plus the assistant's generation prompt (chat template)."""
+        if self.tokenizer is None:
+            raise DataError("data.chat=true needs the policy's tokenizer (its chat template).")
+        column, tokenizer = self.prompt_column, self.tokenizer
+
+        def render(row: dict[str, Any]) -> dict[str, Any]:
+            turn = [{"role": "user", "content": row[column]}]
+            text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            return {column: text}
+
+        return rows.map(render, load_from_cache_file=False)
 
     def _truncate_long_prompts(self, rows: datasets.Dataset) -> datasets.Dataset:
         """Cut prompts over `max_prompt_tokens` to their last tokens; warn once with the count."""

@@ -43,7 +43,7 @@ def ensure_demo_reward_model() -> Path:
 
     def links() -> list[str]:
         policy = ensure_demo_sft_model()
-        return [f"model.name_or_path={policy}", f"stage.module.calibration.policy={policy}"]
+        return [f"model.name_or_path={policy}", f"stage.calibration.policy={policy}"]
 
     return _ensure_demo_model("reward", "about 2 minutes after the SFT policy", links)
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 SMOKE = ["experiment=smoke", "trainer.max_steps=4", "trainer.val_check_interval=2"]
 
@@ -54,8 +55,10 @@ def test_multirun_gives_one_directory_per_job(tmp_path):
     lrs = []
     for job in ("0", "1"):
         assert json.loads((sweep / job / "metrics.json").read_text())["global_step"] == 2
-        lrs.append((sweep / job / ".hydra" / "config.yaml").read_text().count("lr: 0.003"))
-    assert lrs == [0, 1]
+        saved = yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())
+        assert saved["stage"]["optimizer"]["lr"] == saved["optim"]["lr"]  # what the module got
+        lrs.append(saved["optim"]["lr"])
+    assert lrs == [1e-3, 3e-3]
 
 
 @pytest.mark.parametrize(

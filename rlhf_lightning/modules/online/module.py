@@ -111,6 +111,9 @@ class OnlineRLModule(L.LightningModule):
             critic_model = disable_dropout(ValueModel.from_pretrained(critic_init))
         self.policy = model
         self.reference = build_reference(model, reference) if algorithm.needs_reference else None
+        attach = getattr(reward, "attach", None)
+        if attach is not None:  # a reward that shares the policy's weights (AdapterReward)
+            attach(model)
         self.critic = critic_model
         self.tokenizer = tokenizer
         self.algorithm = algorithm
