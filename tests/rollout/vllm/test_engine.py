@@ -41,6 +41,16 @@ PROMPTS = [
 LOGPROB_ATOL = 2e-3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The transformers oracle on one thread: with two, OpenMP threads spin against the
+    engine process (and anything else on a 2-core machine) and a forward pass gets ~20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer(smollm2):
     return AutoTokenizer.from_pretrained(smollm2)
@@ -57,9 +67,12 @@ def backend(smollm2, tokenizer, vllm_venv):
         dtype="float32",
         enable_lora=True,
         max_lora_rank=8,
-        threads=2,
+        threads=1,
         max_model_len=512,
         max_num_seqs=16,
+        # torch.compile spends minutes on the first batch of each new shape (and again for
+        # LoRA); eager decoding is slower but these batches are tiny.
+        enforce_eager=True,
     )
     with VLLMBackend(
         tokenizer, smollm2, options=options, startup_timeout=900, venv=vllm_venv
