@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -321,12 +322,20 @@ def make_handler(engine: Engine, stop: threading.Event):
     return Handler
 
 
-def watch_parent(parent_pid: int, stop: threading.Event) -> None:
+def request_stop(engine: Engine, stop: threading.Event, why: str) -> None:
+    """Stop serving; while the engine is still loading (the main thread is inside
+    ``vllm.LLM``), exit at once: nothing is served yet and nothing needs flushing."""
+    sys.stderr.write(f"[server] {why}; stopping\n")
+    if engine.status != "ok":
+        os._exit(0)
+    stop.set()
+
+
+def watch_parent(parent_pid: int, engine: Engine, stop: threading.Event) -> None:
     """Stop when the process that started us is gone, so a killed trainer leaves no server."""
     while not stop.wait(1.0):
         if os.getppid() != parent_pid:
-            sys.stderr.write(f"[server] parent {parent_pid} is gone; stopping\n")
-            stop.set()
+            request_stop(engine, stop, f"parent {parent_pid} is gone")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -345,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr.write(f"[server] listening on http://{args.host}:{port}\n")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     if args.parent_pid:
-        threading.Thread(target=watch_parent, args=(args.parent_pid, stop), daemon=True).start()
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        threading.Thread(
+            target=watch_parent, args=(args.parent_pid, engine, stop), daemon=True
+        ).start()
+    signal.signal(signal.SIGTERM, lambda *_: request_stop(engine, stop, "SIGTERM"))
     try:
         engine.load()
         sys.stderr.write("[server] engine ready\n")

@@ -10,12 +10,16 @@ import copy
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+import rlhf_lightning
 from rlhf_lightning.models.lora import LoraSpec, apply_lora
 from rlhf_lightning.rollout import (
     SamplingConfig,
@@ -235,8 +239,10 @@ def test_dead_server_gives_a_clear_error_and_leaves_no_process(backend, tokenize
         os.killpg(process.pid, 0)
 
 
-def test_tiny_random_llama_serves_and_stops_cleanly(tokenizer, tmp_path, vllm_venv):
-    """A 2-layer Llama with head size 32 runs on the CPU backend; close() ends the process."""
+@pytest.fixture(scope="module")
+def tiny_llama(tokenizer, tmp_path_factory):
+    """A random 2-layer Llama, head size 32, on SmolLM2's tokenizer: the CPU backend's smallest
+    head size, and an engine that starts in seconds."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -250,11 +256,20 @@ def test_tiny_random_llama_serves_and_stops_cleanly(tokenizer, tmp_path, vllm_ve
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    options = ServerOptions(threads=1, max_model_len=256, max_num_seqs=4, enforce_eager=True)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, model
+
+
+TINY_OPTIONS = ServerOptions(threads=1, max_model_len=256, max_num_seqs=4, enforce_eager=True)
+
+
+def test_tiny_random_llama_serves_and_stops_cleanly(tokenizer, tiny_llama, vllm_venv):
+    """The tiny Llama matches transformers; close() ends the server (exit 0, no group left)."""
+    path, model = tiny_llama
     backend = VLLMBackend(
-        tokenizer, tmp_path / "tiny", options=options, startup_timeout=600, venv=vllm_venv
+        tokenizer, path, options=TINY_OPTIONS, startup_timeout=600, venv=vllm_venv
     )
     with backend:
         process = backend.server.process
@@ -265,6 +280,47 @@ def test_tiny_random_llama_serves_and_stops_cleanly(tokenizer, tmp_path, vllm_ve
     assert process.returncode == 0  # SIGTERM: the server stopped its engine and exited
     with pytest.raises(ProcessLookupError):
         os.killpg(process.pid, 0)
+
+
+def test_killed_trainer_leaves_no_server(tiny_llama, vllm_venv, tmp_path):
+    """SIGKILL the process that started the server: the server sees its parent go and exits."""
+    pid_file = tmp_path / "server.pid"
+    script = tmp_path / "trainer.py"
+    script.write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "from rlhf_lightning.rollout.vllm import ServerOptions, VLLMServer\n"
+        f"options = ServerOptions(threads=1, max_model_len=256, max_num_seqs=4, enforce_eager=True)\n"
+        f"server = VLLMServer({str(tiny_llama[0])!r}, options, venv=Path({str(vllm_venv)!r}))\n"
+        "server.start()\n"
+        f"Path({str(pid_file)!r}).write_text(str(server.process.pid))\n"
+        "time.sleep(600)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(rlhf_lightning.__file__).resolve().parents[1]))
+    trainer = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not pid_file.is_file():
+            assert trainer.poll() is None, "the trainer process died before the server started"
+            assert time.monotonic() < deadline, "the server did not start in 300 s"
+            time.sleep(0.5)
+        server_pid = int(pid_file.read_text())
+    finally:
+        trainer.kill()
+        trainer.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _alive(server_pid):
+        assert time.monotonic() < deadline, f"server {server_pid} outlived its parent by 30 s"
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    """Running, or stopped but not yet exited (a zombie waiting for its reaper has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def test_unloadable_model_fails_with_the_server_log(smollm2, tmp_path, vllm_venv):
