@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,8 @@ class VLLMBackend:
                 model, options, startup_timeout=startup_timeout, venv=Path(venv) if venv else None
             )
         self.url = url.rstrip("/") if url else None
-        self._own_sync_dir = sync_dir is None
-        shm = Path("/dev/shm")
-        self.sync_dir = Path(
-            sync_dir
-            or tempfile.mkdtemp(prefix="rlhf_vllm_sync_", dir=shm if shm.is_dir() else None)
-        )
+        self._sync_dir = Path(sync_dir) if sync_dir is not None else None
+        self._sync_cleanup: weakref.finalize | None = None
         self.weights_version = 0
         self.adapter_version: int | None = None
         self.rollout_versions: dict[str, int | None] | None = None
@@ -125,14 +122,28 @@ class VLLMBackend:
         """Stop the owned server and delete the temporary sync directory."""
         if self.server is not None:
             self.server.close()
-        if self._own_sync_dir:
-            shutil.rmtree(self.sync_dir, ignore_errors=True)
+        if self._sync_cleanup is not None:
+            self._sync_cleanup()
 
     def __enter__(self) -> VLLMBackend:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    @property
+    def sync_dir(self) -> Path:
+        """Where synced weights are written; a temporary directory is made on first use and
+        deleted by :meth:`close` (or when the backend is garbage-collected)."""
+        if self._sync_dir is None:
+            shm = Path("/dev/shm")
+            self._sync_dir = Path(
+                tempfile.mkdtemp(prefix="rlhf_vllm_sync_", dir=shm if shm.is_dir() else None)
+            )
+            self._sync_cleanup = weakref.finalize(
+                self, shutil.rmtree, str(self._sync_dir), ignore_errors=True
+            )
+        return self._sync_dir
 
     @property
     def policy_version(self) -> int:
