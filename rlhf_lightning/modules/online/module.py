@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
+from rlhf_lightning.functional import logprob_gap
 from rlhf_lightning.models import (
     CausalLMWithValueHead,
     ValueModel,
@@ -32,7 +33,7 @@ from rlhf_lightning.models import (
 from rlhf_lightning.models.reference import ReferenceMode
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
-from rlhf_lightning.modules.online.core import OnlineRLCore
+from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
@@ -153,7 +154,8 @@ class OnlineRLModule(L.LightningModule):
             stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
         self.rollout_backend.sync(self.policy, self.iteration + 1)  # 6. the sampler catches up
         mean_kl = self.core.update_kl_controller(experience)  # 7. KL control
-        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)  # 8.
+        elapsed = time.perf_counter() - start
+        self._log_iteration(rollout, experience, scores, stats, mean_kl, elapsed)  # 8. metrics
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
 
@@ -238,6 +240,7 @@ class OnlineRLModule(L.LightningModule):
     def _log_iteration(
         self,
         rollout: RolloutBatch,
+        experience: Experience,
         scores: torch.Tensor,
         stats: list[dict[str, torch.Tensor]],
         mean_kl: torch.Tensor,
@@ -253,6 +256,10 @@ class OnlineRLModule(L.LightningModule):
         # A weighted mix keeps each source's unweighted rewards: one curve per component.
         for name, values in getattr(self.reward, "last_components", {}).items():
             metrics[f"rollout/reward/{name}"] = values.float().mean()
+        if experience.sampler_logprobs is not None:  # an engine sampled: how far from the trainer
+            metrics["rollout/logprob_gap"] = logprob_gap(
+                experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
+            )
         metrics["train/skipped_steps"] = float(self.guard.skipped)
         # Where the iteration's time went: generation vs scoring vs log-probs vs updates.
         for name, seconds in self._phase_seconds.items():
@@ -312,6 +319,11 @@ class OnlineRLModule(L.LightningModule):
         export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
         if self.critic is not None:
             self.critic.save_pretrained(out_dir / "critic")
+
+    def teardown(self, stage: str) -> None:
+        close = getattr(self.rollout_backend, "close", None)
+        if close is not None:  # an inference engine this stage started
+            close()
 
     def configure_optimizers(self):
         # The policy (and a separate critic); the frozen reference is filtered out.

@@ -55,12 +55,14 @@ def sample_rows(
     rollout: RolloutBatch, scores: Tensor, sequence_kl: Tensor, limit: int = 8
 ) -> list[dict[str, Any]]:
     """The first `limit` rows of an iteration: prompt, completion, reward, sequence KL."""
+    version = {} if rollout.policy_version is None else {"policy_version": rollout.policy_version}
     return [
         {
             "prompt": rollout.prompts[i],
             "completion": rollout.completions[i],
             "reward": float(scores[i]),
             "kl": float(sequence_kl[i]),
+            **version,
         }
         for i in range(min(len(rollout), limit))
     ]

@@ -13,14 +13,8 @@ or refusing server raises :class:`~rlhf_lightning.rollout.errors.RolloutError` n
 
 from __future__ import annotations
 
-import http.client
-import json
 import shutil
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import weakref
 from pathlib import Path
 from typing import Any
@@ -29,14 +23,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.errors import RolloutError
 from rlhf_lightning.rollout.batch import RolloutBatch
-from rlhf_lightning.rollout.errors import RolloutError
-from rlhf_lightning.rollout.generation import SamplingConfig
 from rlhf_lightning.rollout.queries import left_pad
+from rlhf_lightning.rollout.sampling import SamplingConfig
 from rlhf_lightning.rollout.stop import truncate_at_stop
+from rlhf_lightning.rollout.vllm.client import request_json
 from rlhf_lightning.rollout.vllm.process import ServerOptions, VLLMServer
 
-_UNREACHABLE = (urllib.error.URLError, ConnectionError, http.client.HTTPException)
 _SEED_MIX = 0x9E3779B1  # odd 32-bit multiplier (golden ratio): spreads (seed, key) pairs
 _SEED_MOD = 2**63 - 1  # vLLM seeds a torch.Generator: any non-negative int64
 
@@ -283,7 +277,7 @@ class VLLMBackend:
         Only the adapter is saved and sent (no merge); the engine's base weights stay. The
         server must run with ``options.enable_lora`` and a ``max_lora_rank`` >= the adapter's.
         """
-        lm = getattr(peft_model, "pretrained_model", peft_model)
+        lm: Any = getattr(peft_model, "pretrained_model", peft_model)
         if not hasattr(lm, "peft_config"):
             raise RolloutError(
                 "vLLM backend: sync_adapter needs a peft model (models.lora.apply_lora). Fix: "
@@ -302,8 +296,28 @@ class VLLMBackend:
         self.adapter_version = int(answer["adapter_version"])
         return self.adapter_version
 
+    def _request(
+        self, method: str, route: str, payload: dict | None, *, timeout: float, what: str
+    ) -> dict[str, Any]:
+        if self.url is None:
+            self.start()
+        assert self.url is not None
+        return request_json(
+            self.url, method, route, payload, timeout=timeout, what=what, log_hint=self._log_hint
+        )
+
+    def _log_hint(self) -> str:
+        if self.server is None:
+            return ""
+        code = self.server.exit_code()
+        state = "running" if code is None else f"exited with code {code}"
+        return (
+            f"\nThe server process is {state}; last lines of {self.server.log_path}:\n"
+            f"{self.server.log_tail(15)}"
+        )
+
     def _save_weights(self, model: nn.Module) -> Path:
-        lm = getattr(model, "pretrained_model", model)
+        lm: Any = getattr(model, "pretrained_model", model)
         if hasattr(lm, "peft_config"):
             raise RolloutError(
                 "vLLM backend: sync_weights got a peft model. Fix: use sync_adapter (the "
@@ -322,80 +336,6 @@ class VLLMBackend:
             )
         lm.save_pretrained(directory, safe_serialization=True)
         return directory
-
-    # -- HTTP ------------------------------------------------------------------------------
-
-    def _request(
-        self, method: str, route: str, payload: dict | None, *, timeout: float, what: str
-    ) -> dict[str, Any]:
-        """One JSON request, no retry: a retried generate would queue behind a hung one."""
-        if self.url is None:
-            self.start()
-        data = None if payload is None else json.dumps(payload).encode("utf-8")
-        request = urllib.request.Request(
-            f"{self.url}{route}",
-            data=data,
-            headers={"Content-Type": "application/json"},
-            method=method,
-        )
-        start = time.monotonic()
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                body = response.read()
-        except urllib.error.HTTPError as err:
-            text = _read_body(err)
-            if err.code == 503 and route == "/health":  # loading or failed: the caller decides
-                try:
-                    return json.loads(text)
-                except json.JSONDecodeError:
-                    return {"status": "unknown", "error": text}
-            detail = _error_text(text)
-            fix = (
-                "Fix: check the request (ids within the vocabulary, paths readable by the server)."
-                if err.code < 500
-                else "Fix: read the server log; restart the server if the engine is broken."
-            )
-            raise RolloutError(
-                f"vLLM server {self.url}: {what} answered {err.code} ({detail}). {fix}"
-                f"{self._log_hint()}"
-            ) from None
-        except TimeoutError:
-            raise RolloutError(
-                f"vLLM server {self.url}: no answer to {what} within {timeout:.0f} s (hung or "
-                "overloaded). Fix: check the server log and the machine's load, raise the "
-                f"timeout, or restart the server.{self._log_hint()}"
-            ) from None
-        except _UNREACHABLE as err:
-            reason = getattr(err, "reason", err)
-            if isinstance(reason, TimeoutError):
-                raise RolloutError(
-                    f"vLLM server {self.url}: no answer to {what} within {timeout:.0f} s (hung "
-                    "or overloaded). Fix: check the server log and the machine's load, raise "
-                    f"the timeout, or restart the server.{self._log_hint()}"
-                ) from None
-            raise RolloutError(
-                f"vLLM server {self.url}: cannot reach it for {what} after "
-                f"{time.monotonic() - start:.1f} s ({type(err).__name__}: {reason}). Fix: start "
-                f"the server (or check the URL); a server that died says why in its log."
-                f"{self._log_hint()}"
-            ) from None
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError:
-            raise RolloutError(
-                f"vLLM server {self.url}: {what} answered non-JSON {body[:200]!r}. Fix: point "
-                "the backend at a server_main.py server (not vLLM's OpenAI server)."
-            ) from None
-
-    def _log_hint(self) -> str:
-        if self.server is None:
-            return ""
-        code = self.server.exit_code()
-        state = "running" if code is None else f"exited with code {code}"
-        return (
-            f"\nThe server process is {state}; last lines of {self.server.log_path}:\n"
-            f"{self.server.log_tail(15)}"
-        )
 
 
 def _right_pad(
@@ -419,18 +359,3 @@ def _right_pad(
         mask[i, : len(row)] = True
         logprobs[i, : len(lps)] = torch.tensor(lps, dtype=torch.float32)
     return ids, mask, logprobs
-
-
-def _read_body(err: urllib.error.HTTPError) -> str:
-    try:
-        return err.read()[:2000].decode("utf-8", errors="replace")
-    except Exception:  # the body is only a hint for the message
-        return ""
-
-
-def _error_text(text: str) -> str:
-    """The ``error`` field of a JSON error body, else the body itself."""
-    try:
-        return str(json.loads(text).get("error", text))
-    except (json.JSONDecodeError, AttributeError):
-        return text or "empty body"

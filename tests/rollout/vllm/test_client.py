@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
+from rlhf_lightning.errors import RolloutError
 from rlhf_lightning.rollout import SamplingConfig
-from rlhf_lightning.rollout.errors import RolloutError
 from rlhf_lightning.rollout.vllm import VLLMBackend, row_seed
 from rlhf_lightning.rollout.vllm.venv import require_venv
 

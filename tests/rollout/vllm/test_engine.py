@@ -1,7 +1,7 @@
 """VLLMBackend against the real vLLM engine on CPU (fp32), SmolLM2-135M-Instruct as policy.
 
 One engine for the module; the tests run in file order and the last one kills it. The oracle
-everywhere is transformers on the same weights (``generate_rollout``, ``response_logprobs``).
+everywhere is transformers on the same weights (``generate_rollout``, ``score_tokens``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 import rlhf_lightning
+from rlhf_lightning.errors import RolloutError
 from rlhf_lightning.models.lora import LoraSpec, apply_lora
 from rlhf_lightning.rollout import (
     SamplingConfig,
     encode_prompts,
     generate_rollout,
-    response_logprobs,
+    score_tokens,
 )
-from rlhf_lightning.rollout.errors import RolloutError
 from rlhf_lightning.rollout.queries import pad_token_id
 from rlhf_lightning.rollout.vllm import ServerOptions, VLLMBackend, VLLMServer
 
@@ -133,13 +133,13 @@ def test_sampling_logprobs_match_transformers(backend, hf_model, tokenizer, rows
     config = SamplingConfig(max_new_tokens=NEW_TOKENS, temperature=0.8)
     batch = backend.generate(rows, config, 1, pad_token_id(tokenizer), [tokenizer.eos_token_id])
     with torch.no_grad():
-        want = response_logprobs(
+        want = score_tokens(
             hf_model,
             batch.input_ids,
             batch.attention_mask,
             batch.context_length,
             temperature=0.8,
-        )
+        ).logprobs
     mask = batch.response_mask
     gap = (batch.logprobs - want).abs()[mask]
     assert gap.max().item() < LOGPROB_ATOL, f"max |vLLM - transformers| = {gap.max():.2e}"
