@@ -48,6 +48,18 @@ CASES = {
     ),
     "grpo": ("grpo", ["experiment=grpo_smoke", *_RL, "data.num_prompts=24"], 4),
     "rloo": ("rloo", ["experiment=rloo_smoke", *_RL, "data.num_prompts=24"], 4),
+    # Asynchronous RL: the rollout generated ahead at the interruption is in the checkpoint.
+    "grpo, rollouts one iteration ahead": (
+        "grpo",
+        [
+            "experiment=grpo_smoke",
+            *_RL,
+            "data.num_prompts=24",
+            "stage.max_staleness=1",
+            "stage.rollout.own_copy=true",
+        ],
+        4,
+    ),
 }
 
 

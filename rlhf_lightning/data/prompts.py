@@ -11,10 +11,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from rlhf_lightning.data.base import resumable_loader
+from rlhf_lightning.data.base import EpochSampler, rank_slice, resumable_loader
 from rlhf_lightning.data.demo_prompts import demo_prompts
 from rlhf_lightning.data.loading import DEMO, load_table
 from rlhf_lightning.data.sft import in_memory_splits
+from rlhf_lightning.distributed import rank_and_world
 from rlhf_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,27 @@ class PromptDataModule(L.LightningDataModule):
             self._collate,
             drop_last=True,  # PPO minibatching needs full rollout batches
         )
+
+    def batch_at(self, step: int) -> dict[str, list]:
+        """The batch the training loader hands out at global `step` (0-based, across epochs).
+
+        The loader's order is a function of (seed, epoch) alone (``data.base.EpochSampler``), so
+        any step's batch is known in advance: rollouts for later iterations can be generated
+        ahead (asynchronous RL) and still be exactly the ones the loader will name.
+        """
+        assert self.rows is not None, "call setup() first"
+        rank, world = rank_and_world()
+        sampler = EpochSampler(len(self.rows), self.seed, True, self.batch_size)
+        per_epoch = len(sampler) // self.batch_size  # drop_last: full batches only
+        if per_epoch == 0:
+            raise DataError(
+                f"data.path={self.path}: {len(self.rows)} prompts do not fill one batch of "
+                f"{self.batch_size}. Fix: lower data.batch_size or give more prompts."
+            )
+        epoch, index = divmod(step, per_epoch)
+        mine = rank_slice(sampler.order(epoch), self.batch_size, rank, world)
+        rows = mine[index * self.batch_size : (index + 1) * self.batch_size].tolist()
+        return self._collate(list(self.rows.select(rows)))
 
     def first_batch(self, n: int) -> dict[str, list]:
         """The first `n` prompts (and their columns) in dataset order: fixed evaluation prompts."""

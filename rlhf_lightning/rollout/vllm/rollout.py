@@ -72,6 +72,8 @@ class VLLMRollout:
         self.backend: VLLMBackend | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
+    holds_own_weights = True  # the engine's copy: rollouts may be generated while training runs
+
     def generate(
         self,
         policy: nn.Module,
@@ -119,6 +121,14 @@ class VLLMRollout:
         lm: Any = getattr(policy, "pretrained_model", policy)
         peft = isinstance(lm, PeftModel)
         options = self.options
+        base_config = (lm.get_base_model() if peft else lm).config
+        positions = getattr(base_config, "max_position_embeddings", None) or getattr(
+            base_config, "n_positions", None
+        )
+        if positions:  # the engine refuses a longer context than the model's
+            options = dataclasses.replace(
+                options, max_model_len=min(options.max_model_len, int(positions))
+            )
         if peft:
             rank = max(config.r for config in lm.peft_config.values())
             options = dataclasses.replace(
@@ -142,6 +152,11 @@ class VLLMRollout:
         # A model built from model.arch was never saved: the engine starts from a copy.
         self._scratch = tempfile.TemporaryDirectory(prefix="rlhf_vllm_initial_")
         target = Path(self._scratch.name)
-        base.save_pretrained(target, safe_serialization=True)
+        state = base.state_dict()
+        if peft:  # the base's own weights: LoRA layers wrap them as `<layer>.base_layer`
+            state = {
+                k.replace(".base_layer.", "."): v for k, v in state.items() if "lora_" not in k
+            }
+        base.save_pretrained(target, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(target)
         return str(target)
