@@ -193,7 +193,12 @@ def _message_side(
     first = mask.index(True)
     bos = tokenizer.bos_token_id
     lead = input_ids[:1] if first > 0 and bos is not None and input_ids[0] == bos else []
-    ends_already = len(input_ids) >= len(end) and input_ids[len(input_ids) - len(end) :] == end
+    # A turn closed by the end token itself (SmolLM2's EOS is its <|im_end|>) is not closed a
+    # second time; whitespace the template writes after the turn does not count.
+    closed = list(input_ids)
+    while closed and not tokenizer.decode(closed[-1:]).strip():
+        closed.pop()
+    ends_already = len(closed) >= len(end) and closed[len(closed) - len(end) :] == end
     return Side(
         lead,
         input_ids[len(lead) : first],

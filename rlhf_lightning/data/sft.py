@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rlhf_lightning.data.base import ROW_COLUMN, TokenizedDataModule
+from rlhf_lightning.data.chat import as_chat_turns
 from rlhf_lightning.data.collate import pack_sequences, pad_batch
 from rlhf_lightning.data.formats import AUTO, detect_format, tokenize_rows
 from rlhf_lightning.data.loading import DEMO, load_table, pick_splits
@@ -70,6 +71,7 @@ class SFTDataModule(TokenizedDataModule):
         max_samples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        chat: bool = False,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
         super().__init__()
@@ -94,6 +96,7 @@ class SFTDataModule(TokenizedDataModule):
         self.max_samples = max_samples
         self.num_workers = num_workers
         self.seed = seed
+        self.chat = chat
         self.dataset = dataset
         self.source = f"data.path={path}" if dataset is None else "data.dataset (in-memory)"
         self.train_dataset: datasets.Dataset | None = None
@@ -161,8 +164,16 @@ class SFTDataModule(TokenizedDataModule):
 
     def _load(self) -> datasets.DatasetDict:
         if self.dataset is None:
-            return load_table(self.path, split=None)
-        return in_memory_splits(self.dataset, self.split, self.source)
+            splits = load_table(self.path, split=None)
+        else:
+            splits = in_memory_splits(self.dataset, self.split, self.source)
+        if not self.chat:
+            return splits
+        # prompt/completion rows as a user turn and the assistant's answer (chat template)
+        chat = as_chat_turns(splits, self.columns, ("completion",))
+        self.columns = {k: v for k, v in self.columns.items() if k not in ("prompt", "completion")}
+        self.format = "messages"
+        return chat
 
     def _tokenize(self, dataset: datasets.Dataset, role: str, origin: str) -> datasets.Dataset:
         """Tokenises the ``role`` (train/validation) rows, which come from split ``origin``."""
