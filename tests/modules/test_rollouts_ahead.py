@@ -52,9 +52,12 @@ def test_one_iteration_ahead_trains_on_rollouts_one_version_old(tmp_path):
     # iteration 0 samples version 0; each later one was sampled before the previous update
     assert versions == {0: 0, 1: 0, 2: 1, 3: 2, 4: 3, 5: 4}
     synchronous = _run(tmp_path, "sync", "stage.rollout.own_copy=true")
-    first = lambda d: pd.read_csv(d / "metrics.csv")["rollout/reward_mean"].dropna().iloc[:2]
-    assert first(ahead).iloc[0] == first(synchronous).iloc[0]  # the same first rollout
-    assert first(ahead).iloc[1] != first(synchronous).iloc[1]  # then a staler one
+    rewards = [
+        pd.read_csv(d / "metrics.csv")["rollout/reward_mean"].dropna().iloc[:2]
+        for d in (ahead, synchronous)
+    ]
+    assert rewards[0].iloc[0] == rewards[1].iloc[0]  # the same first rollout
+    assert rewards[0].iloc[1] != rewards[1].iloc[1]  # then a staler one
 
 
 def test_staleness_needs_a_sampler_with_its_own_weights(tmp_path):
