@@ -102,7 +102,7 @@ def test_recipe_runs_a_few_steps(name: str, tmp_path: Path):
         extra = EXTRA[name]
     else:
         extra = [TINY_MODEL]
-        if stage in RL_STAGES and "ModelReward" in str(probe.reward.get("_target_", "")):
+        if stage in RL_STAGES and "path" in (probe.get("reward") or {}):  # a reward model by path
             extra += PYTHON_REWARD
     run_dir = tmp_path / "run"
     cfg = compose_config(stage, [f"experiment={name}", *TINY[stage], *extra], run_dir=run_dir)
