@@ -96,7 +96,7 @@ def test_the_presets_the_docs_describe_exist():
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_builds_its_strategy(preset):
-    cfg = compose_config("ppo", [f"trainer={preset}"])
+    cfg = compose_config("sft", [f"trainer={preset}"])
     assert cfg.trainer.max_steps > 0  # the defaults it extends are there
     expected, num_nodes = EXPECTED.get(preset, (None, cfg.trainer.num_nodes))
     assert cfg.trainer.num_nodes == num_nodes

@@ -42,11 +42,11 @@ def test_an_env_secret_is_used_but_not_saved(tmp_path, monkeypatch):
         [
             "experiment=ppo_smoke",
             "stage.iterations=1",
-            "+stage.api_token=${oc.env:REWARD_API_TOKEN}",
+            "+api_token=${oc.env:REWARD_API_TOKEN}",
         ],
         run_dir=tmp_path,
     )
-    assert cfg.stage.api_token == "tok-12345-secret"  # the run itself sees the value
+    assert cfg.api_token == "tok-12345-secret"  # the run itself sees the value
     run(cfg)
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in {".yaml", ".json", ".jsonl", ".csv", ".log", ".html"}:
