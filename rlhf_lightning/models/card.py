@@ -130,7 +130,7 @@ class ModelCard:
 
 def card_for_model(model: nn.Module) -> ModelCard:
     """The card an export can write knowing only the model object."""
-    lm = getattr(model, "pretrained_model", model)
+    lm: Any = getattr(model, "pretrained_model", model)  # a transformers or peft model
     adapter = is_peft_model(lm)
     config = getattr(lm, "config", None)
     base = None
