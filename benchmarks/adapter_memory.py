@@ -105,8 +105,9 @@ def main() -> None:
                 [sys.executable, __file__, "--child", mode, "--reward-dir", str(reward_dir)],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if out.returncode:
+                raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
             rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     print("| mode | RSS after loading (MB) | peak RSS (MB) |")
     print("|---|---:|---:|")

@@ -96,6 +96,21 @@ def redact_secrets(node: Any, parent_key: str = "") -> Any:
     return node
 
 
+def record_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """Write ``<run_dir>/.hydra/overrides.yaml`` as the CLI's Hydra does (runs from Python)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+
+
+def redact_override(override: str) -> str:
+    """``key=value`` with the value replaced by ``***`` when the key names a credential."""
+    key, sep, _ = override.partition("=")
+    parts = key.lstrip("+~").split(".")
+    secret = _SECRET_KEY.search(parts[-1]) or "headers" in parts[:-1]
+    return f"{key}{sep}{REDACTED}" if sep and secret else override
+
+
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     """Write the resolved, redacted config to ``<run_dir>/.hydra/config.yaml`` (atomically).
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import datasets
 import lightning as L
+import transformers
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlhf_lightning.builders import fit_and_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.run_card import write_run_card
 from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
 from rlhf_lightning.threads import apply_threads
 
@@ -101,6 +103,8 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
             finish()
         if cfg.export.enabled:
             module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
+            # After the fit's last validation: the card has the final metrics.
+            write_run_card(cfg, run_dir, trainer.global_step, in_memory_data=dataset is not None)
     return trainer
 
 
@@ -168,6 +172,7 @@ def _drop_advert(record: logging.LogRecord) -> bool:
 
 def _quiet_third_party_output() -> None:
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" at each export
     # Lightning prints through its own handler; propagating too would print every line twice.
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).propagate = False

@@ -150,6 +150,23 @@ class SFTDataModule(TokenizedDataModule):
         loss_mask = torch.from_numpy(_flat(table, "loss_mask")).bool()
         return input_ids[loss_mask]
 
+    def sample_prompts(self, n: int, opening_tokens: int = 3) -> list[str]:
+        """Prompts from the data, to sample from the trained model: the untrained part (the
+        prompt, the conversation before the reply) of the first `n` validation examples, or of
+        training examples without validation; for plain text, its first `opening_tokens` tokens.
+        """
+        dataset = self.val_dataset if self.num_val_examples else self._ready(self.train_dataset)
+        rows = dataset.with_format(None)[: max(n, 0)]
+        bos = self.tokenizer.bos_token or ""
+        prompts = []
+        for ids, mask in zip(rows["input_ids"], rows["loss_mask"], strict=True):
+            first_target = mask.index(True) if True in mask else len(ids)
+            end = first_target if first_target > 1 else min(len(ids), 1 + opening_tokens)
+            text = self.tokenizer.decode(ids[:end], skip_special_tokens=False)
+            # The sampler starts an empty prompt at BOS itself.
+            prompts.append(text.removeprefix(bos) if bos else text)
+        return prompts
+
     def _raw_splits(self) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
         """``(train, validation or None, the split validation rows come from)``."""
         return prepare_splits(
