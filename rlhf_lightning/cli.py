@@ -76,7 +76,9 @@ def help_text(conf: Path | None = None) -> str:
     groups += sorted(
         p.name
         for p in conf.iterdir()
-        if p.is_dir() and p.name not in {*groups, *_ALGORITHM_PARTS, "stage", "experiment"}
+        # tuning: chosen by the model and the stage (conf/tuning/<model>_<stage>.yaml), not by hand
+        if p.is_dir()
+        and p.name not in {*groups, *_ALGORITHM_PARTS, "stage", "experiment", "tuning"}
     )
     group_lines = [_group_line(conf, g, defaults.get(g)) for g in groups]
     group_lines.append(
