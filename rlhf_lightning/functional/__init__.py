@@ -64,6 +64,13 @@ from rlhf_lightning.functional.masked import (
     masked_whiten,
     position_ids_from_mask,
 )
+from rlhf_lightning.functional.packing import (
+    PackedLayout,
+    first_fit_rows,
+    pack,
+    pack_layout,
+    packed_positions_of,
+)
 from rlhf_lightning.functional.policy import (
     PolicyLoss,
     ValueLossOutput,
@@ -91,6 +98,11 @@ from rlhf_lightning.functional.stats import distinct_n, explained_variance, sequ
 from rlhf_lightning.functional.unigram import unigram_perplexity
 
 __all__ = [
+    "PackedLayout",
+    "first_fit_rows",
+    "pack",
+    "pack_layout",
+    "packed_positions_of",
     "AdaptiveKLController",
     "AdvantageInputs",
     "Advantages",

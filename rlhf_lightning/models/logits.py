@@ -15,25 +15,28 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 
-def causal_lm_logits(model: nn.Module, logits_to_keep: int = 0, **inputs: Any) -> Tensor:
+def causal_lm_logits(model: nn.Module, logits_to_keep: int | Tensor = 0, **inputs: Any) -> Tensor:
     """``model(**inputs).logits`` for the last `logits_to_keep` positions (0: every position).
 
     Args:
         model: a transformers causal LM (peft-wrapped or not) or anything returning ``.logits``.
-        logits_to_keep: how many final positions to keep.
+        logits_to_keep: how many final positions to keep, or a bool (B, T) mask of the positions
+            to keep (packed sequences: the kept logits come flattened, row-major).
         **inputs: the forward's inputs (input_ids, attention_mask, position_ids, ...).
 
     Returns:
-        Logits in the model's dtype. Shape (B, logits_to_keep or T, V).
+        Logits in the model's dtype. Shape (B, logits_to_keep or T, V), or (kept, V) for a mask.
     """
-    if logits_to_keep <= 0:
+    is_mask = isinstance(logits_to_keep, Tensor)
+    if not is_mask and logits_to_keep <= 0:
         return model(**inputs).logits
     try:
         return model(**inputs, logits_to_keep=logits_to_keep).logits
     except TypeError as err:
         if "logits_to_keep" not in str(err):
             raise
-        return model(**inputs).logits[:, -logits_to_keep:]
+        logits = model(**inputs).logits
+        return logits[logits_to_keep] if is_mask else logits[:, -logits_to_keep:]
 
 
 def is_causal_lm(model: object) -> bool:

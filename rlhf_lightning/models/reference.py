@@ -43,17 +43,17 @@ class Reference(Protocol):
     def __call__(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> Tensor: ...
 
     def reference_logits(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> Tensor: ...
 
     def generation_model(self) -> contextlib.AbstractContextManager[nn.Module]:
@@ -88,9 +88,9 @@ def create_reference_model(model: nn.Module) -> nn.Module:
 def _lm_logits(
     model: nn.Module,
     input_ids: Tensor,
-    attention_mask: Tensor,
+    attention_mask: Tensor | None,
     position_ids: Tensor | None,
-    logits_to_keep: int = 0,
+    logits_to_keep: int | Tensor = 0,
 ) -> Tensor:
     """Logits of `model` computed as the policy computes them, for the last `logits_to_keep`
     positions (0: all). Shape (B, T or logits_to_keep, V), fp32."""
@@ -133,9 +133,9 @@ class FrozenCopyReference(nn.Module):
     def reference_logits(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> Tensor:
         """Reference logits.
 
@@ -188,9 +188,9 @@ class AdapterDisabledReference:
     def reference_logits(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> Tensor:
         """Logits of the base model (adapter off).
 
@@ -266,9 +266,9 @@ class InitialPolicyReference:
     def reference_logits(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> Tensor:
         """Logits of the (untrained) policy: (B, T, V) fp32, no grad; arguments as above."""
         with torch.no_grad(), eval_mode(self.model):

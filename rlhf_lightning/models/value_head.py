@@ -188,9 +188,9 @@ class CausalLMWithValueHead(nn.Module):
     def forward(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int | Tensor = 0,
     ) -> ValueHeadOutput:
         """Logits and values for every position.
 
@@ -199,8 +199,10 @@ class CausalLMWithValueHead(nn.Module):
             attention_mask: True = real token; rows may be left- or right-padded. Shape (B, T).
             position_ids: None computes them from the mask (:func:`position_ids_from_mask`).
                 Shape (B, T).
-            logits_to_keep: logits for the last k positions only (0: all); values always
-                cover every position (the head is one linear map of the hidden states).
+            logits_to_keep: logits for the last k positions only (0: all), or a bool (B, T)
+                mask of the positions to keep (logits (kept, V)); values always cover every
+                position (the head is one linear map of the hidden states). A packed batch
+                (``functional/packing.py``) has no attention mask, only positions.
 
         Returns:
             ``ValueHeadOutput(logits (B, T or k, V), values (B, T))``, both fp32.
@@ -214,12 +216,15 @@ class CausalLMWithValueHead(nn.Module):
             "output_hidden_states": True,
             "use_cache": False,  # a training forward: a KV cache would only cost memory
         }
-        if logits_to_keep > 0:
+        is_mask = isinstance(logits_to_keep, Tensor)
+        if is_mask or logits_to_keep > 0:
             inputs["logits_to_keep"] = logits_to_keep
         out = self.pretrained_model(**inputs)
         values = self.v_head(out.hidden_states[-1])
         logits = out.logits
-        if logits_to_keep > 0 and logits.shape[1] != logits_to_keep:  # a model without it
+        if is_mask and logits.ndim == 3:  # a model without it
+            logits = logits[logits_to_keep]
+        elif not is_mask and logits_to_keep > 0 and logits.shape[1] != logits_to_keep:
             logits = logits[:, -logits_to_keep:]
         return ValueHeadOutput(logits=logits.float(), values=values)
 

@@ -12,6 +12,12 @@ logits_to_keep=)``: a transformers causal LM (or peft model), a
 :class:`~rlhf_lightning.models.CausalLMWithValueHead` (logits and values), or a reference
 (:class:`~rlhf_lightning.models.Reference`, logits). A separate critic scores values only
 (:func:`critic_values`).
+
+``packed=True`` runs the same forward padding-free (``functional/packing.py``): the real tokens
+packed into fewer rows, each sequence with its own positions and no attention mask (the model
+reads the sequence boundaries from the positions), and the LM head only where a scored token is
+real. The result has the padded layout and the padded forward's numbers (to float rounding);
+scored positions whose token or scoring token is padding are 0 instead of "as computed".
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rlhf_lightning.functional import entropy_from_logits, position_ids_from_mask, token_logprobs
+from rlhf_lightning.functional import (
+    PackedLayout,
+    entropy_from_logits,
+    pack,
+    pack_layout,
+    packed_positions_of,
+    position_ids_from_mask,
+    token_logprobs,
+)
 from rlhf_lightning.models.logits import causal_lm_logits, is_causal_lm
 
 
@@ -48,6 +62,7 @@ def score_tokens(
     values: bool = False,
     entropy: bool = False,
     keep_logits: bool = False,
+    packed: bool = False,
 ) -> TokenScores:
     """Score tokens ``start .. T-1`` of each row with one forward of `model`.
 
@@ -64,16 +79,22 @@ def score_tokens(
         values: Also return the value head's values (the model must return ``values``).
         entropy: Also return the entropy of each next-token distribution.
         keep_logits: Also return the (B, A, V) logits, e.g. for the exact full-vocabulary KL.
+        packed: Run the forward padding-free (see the module docstring).
 
     Returns:
-        :class:`TokenScores`; positions outside the mask are left as computed (mask them
-        downstream).
+        :class:`TokenScores`; positions outside the mask are left as computed (0 when packed;
+        mask them downstream).
     """
     if input_ids.shape != attention_mask.shape or not 0 < start < input_ids.shape[1]:
         raise ValueError(
             f"ids {tuple(input_ids.shape)} and mask {tuple(attention_mask.shape)} must match, "
             f"with 0 < start ({start}) < T"
         )
+    if packed:
+        return _score_packed(
+            model, input_ids, attention_mask.bool(), start, temperature, values, entropy,
+            keep_logits,
+        )  # fmt: skip
     keep = input_ids.shape[1] - start + 1  # positions start-1 .. T-1: the LM head skips the rest
     positions = position_ids_from_mask(attention_mask)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
@@ -102,8 +123,86 @@ def score_tokens(
     return TokenScores(logprobs, value, entropies, logits if keep_logits else None)
 
 
+def _score_packed(
+    model: nn.Module | Any,
+    input_ids: Tensor,
+    mask: Tensor,
+    start: int,
+    temperature: float,
+    values: bool,
+    entropy: bool,
+    keep_logits: bool,
+) -> TokenScores:
+    """:func:`score_tokens` padding-free: one forward over the packed rows, results unpacked."""
+    plan = _PackPlan.of(mask, start)
+    inputs = plan.inputs(input_ids)
+    if is_causal_lm(model):
+        out: Any = causal_lm_logits(model, plan.keep, use_cache=False, **inputs)
+    else:
+        out = model(**inputs, logits_to_keep=plan.keep)
+    kept = out if isinstance(out, Tensor) else out.logits  # (N, V), in packed order
+    targets = input_ids[:, start:][plan.scored]  # (N,) in padded order
+    kept_targets = torch.empty_like(targets).index_copy_(0, plan.rank, targets)
+    # One (1, N, V) batch: the half-precision path upcasts per row, not per token.
+    logprobs = token_logprobs(kept[None], kept_targets[None], temperature)[0]
+    entropies = None
+    if entropy:
+        with torch.no_grad():
+            scaled = kept.float()
+            scaled = scaled if temperature == 1.0 else scaled / temperature
+            entropies = plan.unpack(entropy_from_logits(scaled)[plan.rank])
+    value = None
+    if values:
+        found = getattr(out, "values", None)
+        if not isinstance(found, Tensor):
+            raise TypeError(
+                f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
+                "value-head model (CausalLMWithValueHead)."
+            )
+        value = plan.unpack(found.reshape(-1)[plan.scorers].float())
+    logits = None
+    if keep_logits:
+        full = kept.new_zeros(*plan.scored.shape, kept.shape[-1])
+        logits = full.masked_scatter(plan.scored[..., None], kept[plan.rank])
+    return TokenScores(plan.unpack(logprobs[plan.rank]), value, entropies, logits)
+
+
+class _PackPlan(NamedTuple):
+    """What a packed scoring forward needs: the layout and where the scored tokens sit."""
+
+    layout: PackedLayout
+    scored: Tensor  # (B, A): token start+j and the token before it are both real
+    scorers: Tensor  # (N,) flat packed index of the token before each scored one, padded order
+    keep: Tensor  # (R, C) bool: the LM head runs here only
+    rank: Tensor  # (N,) each scorer's place among the kept logits (packed row-major order)
+
+    @classmethod
+    def of(cls, mask: Tensor, start: int) -> _PackPlan:
+        layout = pack_layout(mask)
+        scored = mask[:, start:] & mask[:, start - 1 : -1]  # (B, A)
+        before = torch.zeros_like(mask)
+        before[:, start - 1 : -1] = scored  # the position whose logits score each token
+        scorers = packed_positions_of(layout, before)
+        keep = torch.zeros(layout.position_ids.numel(), dtype=torch.bool, device=mask.device)
+        keep[scorers] = True
+        rank = (keep.cumsum(0) - 1)[scorers]
+        return cls(layout, scored, scorers, keep.view_as(layout.position_ids), rank)
+
+    def inputs(self, input_ids: Tensor) -> dict[str, Tensor | None]:
+        # No attention mask: the positions restarting at 0 separate the packed sequences.
+        return {
+            "input_ids": pack(input_ids, self.layout),
+            "attention_mask": None,
+            "position_ids": self.layout.position_ids,
+        }
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """(N,) in padded order -> (B, A), 0 where nothing is scored."""
+        return x.new_zeros(self.scored.shape).masked_scatter(self.scored, x)
+
+
 def critic_values(
-    critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int
+    critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int, packed: bool = False
 ) -> Tensor:
     """A separate critic's value of the state before each scored token.
 
@@ -115,10 +214,15 @@ def critic_values(
         input_ids: Shape (B, T).
         attention_mask: True at real tokens. Shape (B, T).
         start: Column of the first scored token.
+        packed: Run the forward padding-free (0 where nothing is scored).
 
     Returns:
         Values, fp32. Shape (B, T - start).
     """
+    if packed:
+        plan = _PackPlan.of(attention_mask.bool(), start)
+        found = critic(**plan.inputs(input_ids))
+        return plan.unpack(found.reshape(-1)[plan.scorers].float())
     positions = position_ids_from_mask(attention_mask)
     values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)
     return values[:, start - 1 : -1].float()

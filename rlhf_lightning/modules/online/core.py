@@ -74,6 +74,9 @@ class OnlineRLCore:
         max_new_tokens: the response budget (Dr. GRPO's constant).
         critic: a separate value model (``ValueModel``); None uses the policy's value head if
             it has one.
+        packing: every policy, reference and critic forward runs padding-free (the real tokens
+            packed into fewer rows, ``functional/packing.py``): the same numbers as the padded
+            forward, so every loss and its normalisation is unchanged.
     """
 
     def __init__(
@@ -84,8 +87,10 @@ class OnlineRLCore:
         temperature: float = 1.0,
         max_new_tokens: int = 32,
         critic: nn.Module | None = None,
+        packing: bool = False,
     ) -> None:
         self.policy = policy
+        self.packing = packing
         self.reference = reference
         self.algorithm = algorithm
         self.temperature = temperature
@@ -144,14 +149,14 @@ class OnlineRLCore:
             scored = self._score_policy(ids, mask, ctx, keep_logits=algo.kl.needs_logits)
             old_logprobs, values, logits = scored.logprobs, scored.values, scored.logits
         if self.critic is not None:
-            values = critic_values(self.critic, ids, mask, ctx)
+            values = critic_values(self.critic, ids, mask, ctx, packed=self.packing)
         if values is not None:
             values = torch.where(response_mask, values.to(ids.device), 0.0)
         ref_logprobs, full = None, None
         if self.reference is not None:
             ref = score_tokens(
                 self.reference, ids, mask, ctx, temperature=self.temperature,
-                keep_logits=algo.kl.needs_logits,
+                keep_logits=algo.kl.needs_logits, packed=self.packing,
             )  # fmt: skip
             ref_logprobs = ref.logprobs
             if algo.kl.needs_logits:
@@ -199,7 +204,7 @@ class OnlineRLCore:
     def _score_policy(self, ids: Tensor, mask: Tensor, ctx: int, **kwargs: bool):
         return score_tokens(
             self.policy, ids, mask, ctx, temperature=self.temperature, values=self.value_head,
-            **kwargs,
+            packed=self.packing, **kwargs,
         )  # fmt: skip
 
     def minibatch_loss(
@@ -244,7 +249,9 @@ class OnlineRLCore:
         }
         if algo.value_loss is not None:
             values = (
-                scored.values if self.critic is None else critic_values(self.critic, ids, mask, ctx)
+                scored.values
+                if self.critic is None
+                else critic_values(self.critic, ids, mask, ctx, packed=self.packing)
             )
             value = ppo_value_loss(values, exp.old_values, exp.returns, m, algo.value_loss.clip)  # type: ignore[arg-type, union-attr]
             loss = policy_loss + algo.value_loss.coef * value.loss  # type: ignore[union-attr]

@@ -72,6 +72,8 @@ class OnlineRLModule(L.LightningModule):
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
+        packing: training, old-log-prob, reference and critic forwards run padding-free
+            (sequences packed into rows; same numbers as padded, see ``OnlineRLCore``).
         seed: the run's seed; rollouts sample from (seed, iteration).
     """
 
@@ -98,6 +100,7 @@ class OnlineRLModule(L.LightningModule):
         sample_every: int = 10,
         compare_prompts: int = 16,
         max_consecutive_bad_steps: int = 10,
+        packing: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -129,7 +132,7 @@ class OnlineRLModule(L.LightningModule):
         self.seed = seed
         self.core = OnlineRLCore(
             model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
-            critic=critic_model,
+            critic=critic_model, packing=packing,
         )  # fmt: skip
         self.automatic_optimization = False
         self.iteration = 0
