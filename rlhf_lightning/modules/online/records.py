@@ -70,6 +70,10 @@ def extra_metrics(
         metrics["rollout/logprob_gap"] = logprob_gap(
             experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
         )
+    # The share of the padded (B, T) rollout batch that is padding: what a padded training
+    # forward pays for and a packed one (stage.packing) does not.
+    mask = experience.attention_mask
+    metrics["perf/padding_fraction"] = 1.0 - mask.float().mean()
     # Where the iteration's time went: generation vs scoring vs log-probs vs updates vs sync.
     for name, seconds in phase_seconds.items():
         metrics[f"perf/{name}_s"] = seconds
