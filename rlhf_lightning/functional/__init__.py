@@ -59,6 +59,7 @@ from rlhf_lightning.functional.losses import (
 )
 from rlhf_lightning.functional.masked import (
     masked_mean,
+    masked_mean_or,
     masked_sum,
     masked_var,
     masked_whiten,
@@ -146,6 +147,7 @@ __all__ = [
     "length_penalty",
     "logprob_gap",
     "masked_mean",
+    "masked_mean_or",
     "masked_sum",
     "masked_var",
     "masked_whiten",

@@ -68,6 +68,26 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return masked_sum(x, mask, dim) / count
 
 
+def masked_mean_or(x: Tensor, mask: Tensor, empty: float = 0.0) -> Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is True; ``empty`` when there are none.
+
+    :func:`masked_mean` without its emptiness check, which reads the count on the host: in a
+    minibatch loop on an accelerator, every such read waits for all queued work. Same value as
+    :func:`masked_mean` for a non-empty mask (the same sum divided by the same count).
+
+    Args:
+        x: Values. Shape (...), e.g. (B, A).
+        mask: Bool, True = include. Shape broadcastable to ``x``.
+        empty: The result for an empty mask.
+
+    Returns:
+        A scalar.
+    """
+    count = _check_mask(x, mask).sum()
+    mean = masked_sum(x, mask) / count.clamp_min(1)
+    return torch.where(count > 0, mean, torch.as_tensor(empty, dtype=mean.dtype))
+
+
 def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     """Variance of ``x`` over all positions where ``mask`` is True.
 

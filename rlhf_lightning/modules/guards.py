@@ -45,6 +45,14 @@ class NonFiniteGuard:
         finite = loss is None or bool(torch.isfinite(loss.detach()).all())
         if finite and grads:
             finite = bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
+        return self.record(finite)
+
+    def record(self, finite: bool) -> bool:
+        """Count one update as good (`finite`) or skipped; returns `finite`.
+
+        Raises:
+            NumericalError: on the `max_consecutive`-th bad update in a row.
+        """
         if finite:
             self.consecutive = 0
             return True

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from rlhf_lightning.functional import masked_mean, masked_sum, masked_var, masked_whiten
+from rlhf_lightning.functional import (
+    masked_mean,
+    masked_mean_or,
+    masked_sum,
+    masked_var,
+    masked_whiten,
+)
 
 GARBAGE = 1e6  # under a False mask; must never reach a result
 
@@ -122,3 +128,16 @@ def test_whiten_invariants_and_zero_outside_mask():
     kept = masked_whiten(x, mask, keep_mean=True)[mask]
     assert kept.mean().item() == pytest.approx(x[mask].mean().item(), abs=1e-6)
     assert kept.var(correction=1).item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_masked_mean_or_is_the_masked_mean_without_a_host_check():
+    x = torch.tensor([[1.0, 2.0, 4.0], [8.0, 16.0, 32.0]])
+    mask = torch.tensor([[True, False, True], [False, False, True]])
+    assert (
+        masked_mean_or(x[:, :2], torch.tensor([[True, False], [True, False]])).item()
+        == (1.0 + 8.0) / 2
+    )  # 4.5, exact in fp32
+    assert masked_mean_or(x, mask) == masked_mean(x, mask)
+    empty = torch.zeros_like(mask)
+    assert masked_mean_or(x, empty).item() == 0.0
+    assert masked_mean_or(x, empty, empty=1.0).item() == 1.0

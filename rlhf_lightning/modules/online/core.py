@@ -30,7 +30,7 @@ from rlhf_lightning.functional import (
     RunningMoments,
     explained_variance,
     full_kl,
-    masked_mean,
+    masked_mean_or,
     ppo_value_loss,
     sequence_kl,
     truncated_importance_weights,
@@ -266,15 +266,14 @@ class OnlineRLCore:
         loss = loss / algo.gradient_accumulation_steps
         if algo.ratio_threshold is not None:
             skipped = policy.ratio_mean > algo.ratio_threshold
-            if skipped:  # a broken minibatch: no update from it (classic TRL ratio_threshold)
-                loss = loss * 0.0
+            # A broken minibatch: no update from it (classic TRL ratio_threshold). A multiply,
+            # not an `if`, so deciding needs no host read.
+            loss = loss * (~skipped).to(loss.dtype)
             stats["train/skipped_minibatch"] = skipped.float()
         if importance is not None:
             stats["train/importance_clipfrac"] = importance.clipfrac
         if scored.entropy is not None:
-            stats["train/entropy"] = (
-                masked_mean(scored.entropy, m) if m.any() else scored.entropy.new_zeros(())
-            )
+            stats["train/entropy"] = masked_mean_or(scored.entropy, m)
         stats["train/loss"] = loss.detach()
         return loss, stats
 
