@@ -47,6 +47,23 @@ CASES = {
         4,
     ),
     "grpo": ("grpo", ["experiment=grpo_smoke", *_RL, "data.num_prompts=24"], 4),
+    # The RL stages pack their training forwards by default (stage.packing=true); padded too.
+    "ppo, padded": (
+        "ppo",
+        [
+            "experiment=ppo_smoke",
+            *_RL,
+            "data.num_prompts=48",
+            "stage.algorithm.epochs=2",
+            "stage.packing=false",
+        ],
+        4,
+    ),
+    "grpo, padded": (
+        "grpo",
+        ["experiment=grpo_smoke", *_RL, "data.num_prompts=24", "stage.packing=false"],
+        4,
+    ),
     "rloo": ("rloo", ["experiment=rloo_smoke", *_RL, "data.num_prompts=24"], 4),
     # Asynchronous RL: the rollout generated ahead at the interruption is in the checkpoint.
     "grpo, rollouts one iteration ahead": (

@@ -10,7 +10,12 @@ from rlhf_lightning.rollout.batch import RolloutBatch
 from rlhf_lightning.rollout.generation import generate_rollout, respond_to_batch, sample_completions
 from rlhf_lightning.rollout.queries import encode_prompts, left_pad
 from rlhf_lightning.rollout.sampling import OffPolicySamplingWarning, SamplingConfig
-from rlhf_lightning.rollout.scoring import TokenScores, critic_values, score_tokens
+from rlhf_lightning.rollout.scoring import (
+    TokenScores,
+    critic_values,
+    packing_error,
+    score_tokens,
+)
 from rlhf_lightning.rollout.stop import TruncatedResponses, truncate_at_stop
 
 __all__ = [
@@ -25,6 +30,7 @@ __all__ = [
     "encode_prompts",
     "generate_rollout",
     "left_pad",
+    "packing_error",
     "respond_to_batch",
     "sample_completions",
     "score_tokens",

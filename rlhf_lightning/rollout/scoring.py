@@ -90,7 +90,7 @@ def score_tokens(
             f"ids {tuple(input_ids.shape)} and mask {tuple(attention_mask.shape)} must match, "
             f"with 0 < start ({start}) < T"
         )
-    if packed:
+    if packed and not bool(attention_mask.all()):  # without padding, packing moves nothing
         return _score_packed(
             model, input_ids, attention_mask.bool(), start, temperature, values, entropy,
             keep_logits,
@@ -132,9 +132,10 @@ def _score_packed(
     values: bool,
     entropy: bool,
     keep_logits: bool,
+    capacity: int | None = None,
 ) -> TokenScores:
     """:func:`score_tokens` padding-free: one forward over the packed rows, results unpacked."""
-    plan = _PackPlan.of(mask, start)
+    plan = _PackPlan.of(mask, start, capacity)
     inputs = plan.inputs(input_ids)
     if is_causal_lm(model):
         out: Any = causal_lm_logits(model, plan.keep, use_cache=False, **inputs)
@@ -177,8 +178,8 @@ class _PackPlan(NamedTuple):
     rank: Tensor  # (N,) each scorer's place among the kept logits (packed row-major order)
 
     @classmethod
-    def of(cls, mask: Tensor, start: int) -> _PackPlan:
-        layout = pack_layout(mask)
+    def of(cls, mask: Tensor, start: int, capacity: int | None = None) -> _PackPlan:
+        layout = pack_layout(mask, capacity)
         scored = mask[:, start:] & mask[:, start - 1 : -1]  # (B, A)
         before = torch.zeros_like(mask)
         before[:, start - 1 : -1] = scored  # the position whose logits score each token
@@ -201,6 +202,30 @@ class _PackPlan(NamedTuple):
         return x.new_zeros(self.scored.shape).masked_scatter(self.scored, x)
 
 
+@torch.no_grad()
+def packing_error(
+    model: nn.Module | Any, input_ids: Tensor, attention_mask: Tensor, start: int
+) -> float:
+    """Largest log-prob difference between the padded forward and a packed one that holds the
+    two shortest rows in one packed row: ~1e-7 when the model separates packed sequences by
+    their positions, large when it lets one attend to the other.
+
+    A model whose attention ignores the positions (an architecture transformers does not build
+    its masks for) would train on mixed-up sequences without any error; this check, run once,
+    turns that into one. Shapes as :func:`score_tokens`; needs B >= 2.
+    """
+    mask = attention_mask.bool()
+    rows = mask.sum(dim=1).argsort()[:2]
+    ids, mask = input_ids[rows], mask[rows]
+    padded = score_tokens(model, ids, mask, start)
+    capacity = int(mask.sum())  # both sequences in one packed row
+    packed = _score_packed(model, ids, mask, start, 1.0, False, False, False, capacity)
+    scored = mask[:, start:] & mask[:, start - 1 : -1]
+    if not bool(scored.any()):
+        return 0.0
+    return float((packed.logprobs - padded.logprobs)[scored].abs().max())
+
+
 def critic_values(
     critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int, packed: bool = False
 ) -> Tensor:
@@ -219,7 +244,7 @@ def critic_values(
     Returns:
         Values, fp32. Shape (B, T - start).
     """
-    if packed:
+    if packed and not bool(attention_mask.all()):
         plan = _PackPlan.of(attention_mask.bool(), start)
         found = critic(**plan.inputs(input_ids))
         return plan.unpack(found.reshape(-1)[plan.scorers].float())

@@ -64,6 +64,12 @@ CASES = {
         ["experiment=grpo_smoke", *_RL, "stage.algorithm.num_minibatches=1"],
         8,
     ),
+    # The RL stages pack their training forwards by default (stage.packing=true); padded too.
+    "grpo, padded": (
+        "grpo",
+        ["experiment=grpo_smoke", *_RL, "stage.algorithm.num_minibatches=1", "stage.packing=false"],
+        8,
+    ),
     "rloo": (
         "rloo",
         # seed 1: with seed 0 (since rollouts follow the run seed) both runs sample the same

@@ -223,3 +223,22 @@ def test_training_packed_equals_padded_under_accumulation(lm, kind, aggregation)
         )
     ]
     assert moved  # the passes really trained
+
+
+def test_a_model_that_lets_packed_sequences_see_each_other_is_refused(lm, monkeypatch):
+    from transformers import masking_utils
+
+    from rlhf_lightning.errors import ConfigError
+    from rlhf_lightning.rollout import packing_error
+
+    rollout = _rollout(lm.config.vocab_size)
+    args = (lm, rollout.input_ids, rollout.attention_mask, rollout.context_length)
+    assert packing_error(*args) < 1e-6
+    # As if the model ignored the positions: plain causal attention over each packed row.
+    monkeypatch.setattr(masking_utils, "find_packed_sequence_indices", lambda positions: None)
+    assert packing_error(*args) > 1e-3
+    core = OnlineRLCore(
+        lm, build_reference(lm, "copy"), _algorithm("grpo", token_mean), packing=True
+    )
+    with pytest.raises(ConfigError, match="stage.packing=false"):
+        core.make_experience(rollout, torch.zeros(len(rollout)))

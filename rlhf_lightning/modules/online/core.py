@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, over_global_rows, rank_and_world
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import (
     AdaptiveKLController,
     AdvantageInputs,
@@ -37,7 +38,7 @@ from rlhf_lightning.functional import (
 )
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm, ScoreShaping
-from rlhf_lightning.rollout import RolloutBatch, critic_values, score_tokens
+from rlhf_lightning.rollout import RolloutBatch, critic_values, packing_error, score_tokens
 
 
 class Experience(NamedTuple):
@@ -91,6 +92,7 @@ class OnlineRLCore:
     ) -> None:
         self.policy = policy
         self.packing = packing
+        self._packing_checked = False
         self.reference = reference
         self.algorithm = algorithm
         self.temperature = temperature
@@ -139,6 +141,7 @@ class OnlineRLCore:
         algo = self.algorithm
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
         scores = self.shape_scores(scores.to(ids.device), rollout.contains_stop)
+        self._check_packing(ids, mask, ctx)
         response_mask = rollout.response_mask
         logits = None
         if self._can_reuse_sampling_logprobs(rollout):
@@ -190,6 +193,20 @@ class OnlineRLCore:
             ),
             sampler_logprobs=None if rollout.logprobs is None else rollout.logprobs.to(ids.device),
         )
+
+    def _check_packing(self, ids: Tensor, mask: Tensor, ctx: int) -> None:
+        """Once: packed sequences must not see each other in this model (``packing_error``)."""
+        if not self.packing or self._packing_checked or ids.shape[0] < 2:
+            return
+        error = packing_error(self.policy, ids, mask, ctx)
+        fp32 = next(self.policy.parameters()).dtype == torch.float32
+        if error > (1e-3 if fp32 else 5e-2):
+            raise ConfigError(
+                f"stage.packing=true: {type(self.policy).__name__} scores two packed sequences "
+                f"{error:.2g} nats away from the padded forward, so its attention does not "
+                "separate them by their position ids. Fix: stage.packing=false."
+            )
+        self._packing_checked = True
 
     def _can_reuse_sampling_logprobs(self, rollout: RolloutBatch) -> bool:
         """Old log-probs (and the value head's values) can come from sampling when nothing else

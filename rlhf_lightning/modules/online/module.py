@@ -102,7 +102,7 @@ class OnlineRLModule(L.LightningModule):
         sample_every: int = 10,
         compare_prompts: int = 16,
         max_consecutive_bad_steps: int = 10,
-        packing: bool = False,
+        packing: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
