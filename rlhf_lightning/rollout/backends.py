@@ -65,10 +65,13 @@ class HFBackend:
             asynchronous RL (``stage.max_staleness`` > 0) needs, since rollouts for later
             iterations are then generated while the trainer changes its weights. Costs a second
             copy of the weights.
+        share_prefill: a group's G copies of a prompt share one prefill (its KV cache computed
+            once, repeated G times): the same samples for less work (``generate_rollout``).
     """
 
-    def __init__(self, own_copy: bool = False) -> None:
+    def __init__(self, own_copy: bool = False, share_prefill: bool = True) -> None:
         self.own_copy = own_copy
+        self.share_prefill = share_prefill
         self.model: nn.Module | None = None
         self.version = 0
 
@@ -101,6 +104,7 @@ class HFBackend:
             generator_seed=seed,
             row_keys=row_keys,
             record_values=record_values,
+            share_prefill=self.share_prefill,
         )
         return (
             dataclasses.replace(rollout, policy_version=self.version) if self.own_copy else rollout

@@ -46,6 +46,7 @@ def generate_rollout(
     return_logprobs: bool = False,
     row_keys: Tensor | None = None,
     record_values: bool = False,
+    share_prefill: bool = False,
 ) -> RolloutBatch:
     """Sample one response per query in a single batched ``generate`` call.
 
@@ -81,6 +82,9 @@ def generate_rollout(
             every response position from the hidden state each decoding step already computes
             (the LM head's input, which is the ``hidden_states[-1]`` the wrapper's forward
             reads), so PPO needs no policy forward to get its old values.
+        share_prefill: Rows holding the same query next to each other (GRPO/RLOO's groups)
+            share one prefill: each distinct query's KV cache is computed once and repeated
+            for its rows (:func:`_shared_prefill`); the same samples, 1/G of the prefill work.
 
     Returns:
         A :class:`RolloutBatch` on the model's device. Shapes (B, Q) and (B, A) with
@@ -124,6 +128,11 @@ def generate_rollout(
             "logits_processor": LogitsProcessorList([keyed]),
         }
         kwargs.pop("suppress_tokens", None)  # the sampler bans them after recording
+    if share_prefill:
+        with eval_mode(model):
+            cache = _shared_prefill(lm, q_ids, q_mask)
+        if cache is not None:
+            kwargs["cache"] = cache  # transformers 5's name (past_key_values before)
     with (
         eval_mode(model),
         _seeded(device, generator_seed),
@@ -222,6 +231,47 @@ def _query_rows(
         rows = [[int(t) for t in row] for row in query_ids]
     start = start_token_id(tokenizer)
     return [row or [start] for row in rows]
+
+
+def _shared_prefill(lm: Any, q_ids: Tensor, q_mask: Tensor) -> Any | None:
+    """The KV cache of every query but its last column, each run of equal rows computed once.
+
+    GRPO and RLOO sample G responses per prompt, the prompt repeated in G adjacent rows: the
+    prefill would compute the same keys and values G times. Here each distinct query runs once
+    and its cache is repeated for its rows; ``generate`` then runs the last query column (whose
+    logits draw the first response token) for every row, as it does after any prefill. The
+    positions are those ``generate`` gives a left-padded batch (mask cumsum - 1).
+
+    Args:
+        lm: The causal LM that generates.
+        q_ids: Left-padded queries. Shape (B, Q).
+        q_mask: True at real tokens. Shape (B, Q).
+
+    Returns:
+        A transformers cache for (B, Q - 1), or None when no two adjacent rows are equal (or
+        Q < 2): nothing to share.
+    """
+    b, q = q_ids.shape
+    if b < 2 or q < 2:
+        return None
+    same = (q_ids[1:] == q_ids[:-1]).all(dim=1) & (q_mask[1:] == q_mask[:-1]).all(dim=1)
+    first = torch.cat([same.new_ones(1), ~same])  # (B,) the first row of each run
+    if bool(first.all()):
+        return None
+    owner = first.long().cumsum(0) - 1  # (B,) each row's distinct query
+    ids, mask = q_ids[first, :-1], q_mask[first, :-1].long()
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = lm(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+        logits_to_keep=1,
+    )  # fmt: skip
+    cache = out.get("cache")  # transformers 5's name
+    if cache is None:
+        cache = out.get("past_key_values")
+    if not hasattr(cache, "batch_select_indices"):  # a legacy tuple cache: prefill as usual
+        return None
+    cache.batch_select_indices(owner)
+    return cache
 
 
 @contextmanager

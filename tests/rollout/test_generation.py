@@ -199,3 +199,54 @@ def test_value_head_wrapper_generates_with_its_lm(demo_tokenizer, prompts, value
     assert wrapper.training and wrapper.v_head[0].training  # mode restored
     bare = generate_rollout(lm, demo_tokenizer, prompts, config=config, generator_seed=3)
     assert torch.equal(wrapped.response_ids, bare.response_ids)
+
+
+def test_groups_share_one_prefill_and_draw_the_same_samples(policy, demo_tokenizer, prompts):
+    """GRPO's layout (each prompt G times in a row): one prefill per distinct prompt, the same
+    samples, log-probs and values (row-keyed sampling) as prefilling every row."""
+    from rlhf_lightning.models import CausalLMWithValueHead
+    from rlhf_lightning.rollout import generation
+
+    model = CausalLMWithValueHead(policy)
+    grouped = [p for p in prompts for _ in range(3)]  # G = 3
+    prefill_rows = []
+    real = generation._shared_prefill
+
+    def counting(lm, q_ids, q_mask):
+        cache = real(lm, q_ids, q_mask)
+        prefill_rows.append(cache.layers[0].keys.shape[0] if cache is not None else None)
+        return cache
+
+    runs = []
+    for share in (False, True):
+        generation_kwargs = {"share_prefill": share, "record_values": True}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(generation, "_shared_prefill", counting)
+            runs.append(
+                generate_rollout(
+                    model,
+                    demo_tokenizer,
+                    grouped,
+                    config=SamplingConfig(max_new_tokens=10),
+                    generator_seed=5,
+                    row_keys=torch.arange(len(grouped)),
+                    **generation_kwargs,
+                )  # fmt: skip
+            )
+    padded, shared = runs
+    assert prefill_rows == [len(grouped)]  # the cache holds every row, computed for 4 prompts
+    assert torch.equal(shared.response_ids, padded.response_ids)
+    assert shared.completions == padded.completions
+    torch.testing.assert_close(shared.policy_logprobs, padded.policy_logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.policy_values, padded.policy_values, atol=1e-5, rtol=0)
+
+
+def test_distinct_prompts_have_no_prefill_to_share(gpt2, demo_tokenizer, prompts):
+    from rlhf_lightning.rollout.generation import _shared_prefill
+    from rlhf_lightning.rollout.queries import encode_prompts, left_pad
+
+    q_ids, q_mask = left_pad(encode_prompts(demo_tokenizer, prompts), 0, "cpu")
+    assert _shared_prefill(gpt2, q_ids, q_mask) is None
+    shared = _shared_prefill(gpt2, q_ids.repeat_interleave(2, 0), q_mask.repeat_interleave(2, 0))
+    assert shared.layers[0].keys.shape[:1] == (2 * len(prompts),)
+    assert shared.get_seq_length() == q_ids.shape[1] - 1
