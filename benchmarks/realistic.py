@@ -196,23 +196,22 @@ def table(summary: dict) -> str:
                 return statistics.median(r[key] for r in runs)
 
             pad = [r["padding_fraction"] for r in runs if "padding_fraction" in r]
-            lines.append(
-                f"| {stage} | {side} | {med('seconds'):.1f} | "
-                f"{statistics.median(r['tokens'] / r['seconds'] for r in runs):.0f} | "
-                f"{statistics.median(r['samples'] / r['seconds'] for r in runs):.2f} | "
-                + " | ".join(f"{med(p):.1f}" for p in PHASES)
-                + f" | {statistics.mean(pad):.0%} | " * bool(pad)
-                + " | - | " * (not pad)
-                + f"{med('response_length'):.1f} | "
-                + (
-                    f"{statistics.median(ratios):.2f}x ("
-                    + ", ".join(f"{r:.2f}" for r in ratios)
-                    + ")"
-                    if side == "after"
-                    else ""
-                )
-                + " |"
-            )
+            speedup = ""
+            if side == "after":
+                per_repeat = ", ".join(f"{r:.2f}" for r in ratios)
+                speedup = f"{statistics.median(ratios):.2f}x ({per_repeat})"
+            cells = [
+                stage,
+                side,
+                f"{med('seconds'):.1f}",
+                f"{statistics.median(r['tokens'] / r['seconds'] for r in runs):.0f}",
+                f"{statistics.median(r['samples'] / r['seconds'] for r in runs):.2f}",
+                *(f"{med(p):.1f}" for p in PHASES),
+                f"{statistics.mean(pad):.0%}" if pad else "-",
+                f"{med('response_length'):.1f}",
+                speedup,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

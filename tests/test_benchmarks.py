@@ -137,3 +137,43 @@ def test_run_ours_sft_end_to_end(work, tmp_path):
     assert res["forwards"] == {
         f"{stage.batch}x{workload.SFT_LENGTH} grad": stage.warmup + stage.steps
     }
+
+
+@pytest.mark.parametrize("name", ["grpo", "rloo", "ppo"])
+def test_realistic_workload_overrides_compose(name, tmp_path):
+    """The realistic workload's CLI overrides (SmolLM2 named, not loaded) still compose."""
+    import realistic
+
+    from rlhf_lightning.api import compose_config
+
+    stage, *rest = realistic.STAGES[name]
+    overrides = [*rest, *realistic.COMMON, "stage.packing=true"]
+    cfg = compose_config(stage.removeprefix("stage="), overrides, run_dir=tmp_path)
+    assert cfg.stage.sampling.max_new_tokens == 64 and cfg.stage.sampling.min_new_tokens == 0
+    assert cfg.stage.packing is True
+    assert cfg.stage.algorithm.group_size == (1 if name == "ppo" else 8)
+    assert cfg.stage.algorithm.epochs == (4 if name == "ppo" else 1)
+
+
+def test_realistic_table_lists_per_repeat_speedups():
+    import realistic
+
+    run = {"seconds": 10.0, "tokens": 500.0, "samples": 20.0, "response_length": 30.0}
+    run |= dict.fromkeys(realistic.PHASES, 2.0)
+    summary = {
+        "before": "commit a",
+        "after": "commit b stage.packing=true",
+        "load_average_at_start": 2.0,
+        "stages": {
+            "grpo": {
+                "runs": {
+                    "before": [run, run],
+                    "after": [run | {"seconds": 5.0, "padding_fraction": 0.4}] * 2,
+                },
+                "speedup_per_repeat": [2.0, 2.0],
+            }
+        },
+    }
+    table = realistic.table(summary)
+    assert "| grpo | after | 5.0 | 100 | 4.00 |" in table
+    assert "40% | 30.0 | 2.00x (2.00, 2.00) |" in table
