@@ -18,10 +18,15 @@ from torch import nn
 from rlhf_lightning.callbacks import CheckpointOnInterrupt, RunProgressBar
 from rlhf_lightning.callbacks.ranks import RanksAgree
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
+from rlhf_lightning.callbacks.run_config import (
+    RunConfigInCheckpoint,
+    check_resume,
+    saved_run_config,
+)
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
-from rlhf_lightning.rundir import checkpoint_path
+from rlhf_lightning.rundir import checkpoint_path, resolved_config
 from rlhf_lightning.strategies import build_strategy, strategy_name
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = Non
         )
     )
     callbacks.append(ResumeState())
+    callbacks.append(RunConfigInCheckpoint(resolved_config(cfg)))
     callbacks.append(RanksAgree())
     if cfg.get("interrupt_at") is not None:
         callbacks.append(InterruptAt(int(cfg.interrupt_at)))
@@ -91,6 +97,8 @@ def fit_and_checkpoint(
     if cfg.stage.get("validate_at_start") and cfg.ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     try:
+        if cfg.ckpt_path is not None:
+            check_resume(saved_run_config(cfg.ckpt_path), resolved_config(cfg), cfg.ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException as err:
         raise _interrupted(trainer, run_dir) from err

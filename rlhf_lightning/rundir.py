@@ -104,5 +104,10 @@ def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     """
     path = run_dir / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redact_secrets(resolved))))
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg))))
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values, interpolations resolved and credentials redacted: what the
+    run directory, the trackers and the checkpoints keep."""
+    return redact_secrets(OmegaConf.to_container(cfg, resolve=True))
