@@ -24,6 +24,7 @@ from rlhf_lightning.callbacks.run_config import (
     saved_run_config,
 )
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
+from rlhf_lightning.deadline import CallInterrupted
 from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
 from rlhf_lightning.rundir import checkpoint_path, resolved_config
@@ -100,7 +101,7 @@ def fit_and_checkpoint(
         if cfg.ckpt_path is not None:
             check_resume(saved_run_config(cfg.ckpt_path), resolved_config(cfg), cfg.ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except SIGTERMException as err:
+    except (SIGTERMException, CallInterrupted) as err:
         raise _interrupted(trainer, run_dir) from err
     except pickle.UnpicklingError as err:
         # torch.load(weights_only=True) refused a Python object: nothing from the file ran.

@@ -62,6 +62,10 @@ class ResumeState(Callback):
        step, Lightning finishes that already finished step once more and counts it again, so
        every later row of metrics.csv would carry the step after its own. The count is put
        back before the first resumed batch.
+    5. A batch cut short is done again: when a stop request abandons a call stuck inside a
+       batch (``rlhf_lightning.deadline``), the checkpoint holds the state from before that
+       batch: the RNG states of its start and the data loader one batch back (Lightning's
+       own counters already leave it undone).
     """
 
     def __init__(self) -> None:
@@ -69,6 +73,7 @@ class ResumeState(Callback):
         self._loader_states: list[dict[str, Any]] = []
         # (stepping batches, completed batches) at the start of a resumed fit; None otherwise.
         self._resumed_at: tuple[int, int] | None = None
+        self._batch_start_rng: dict[str, Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return capture_rng_states()
@@ -100,6 +105,7 @@ class ResumeState(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
+        self._batch_start_rng = capture_rng_states()
         if self._resumed_at is None:
             return
         stepped, completed = self._resumed_at
@@ -114,7 +120,28 @@ class ResumeState(Callback):
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        if return_unfinished_batch(checkpoint) and self._batch_start_rng is not None:
+            checkpoint["callbacks"][self.state_key] = self._batch_start_rng
         reopen_unfinished_epoch(checkpoint, trainer.num_training_batches)
+
+
+def return_unfinished_batch(checkpoint: dict[str, Any]) -> bool:
+    """Hand a batch that was drawn but never processed back to the saved data loader state.
+
+    Returns:
+        Whether the checkpoint was written in the middle of a batch.
+    """
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit_loop:
+        return False
+    current = fit_loop["epoch_loop.batch_progress"]["current"]
+    in_flight = current["ready"] - current["processed"]
+    if in_flight <= 0:
+        return False
+    for state in fit_loop.get("state_dict", {}).get("combined_loader", []):
+        if "batches" in state:  # a ResumableDataLoader's position
+            state["batches"] = max(0, state["batches"] - in_flight)
+    return True
 
 
 def reopen_unfinished_epoch(checkpoint: dict[str, Any], batches_per_epoch: float) -> None:

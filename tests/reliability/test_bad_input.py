@@ -7,6 +7,7 @@ stage would run, and checks the message (never a bare traceback from deep inside
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from rlhf_lightning.data import PreferenceDataModule, SFTDataModule
 from rlhf_lightning.data.prompts import PromptDataModule, PromptTruncationWarning
 from rlhf_lightning.errors import DataError, RewardError
 from rlhf_lightning.rewards import CallableReward
+from rlhf_lightning.rewards.base import score_within
 
 
 def _jsonl(path: Path, rows: list) -> str:
@@ -129,19 +131,28 @@ def _text(prompts, completions, **columns):
     return ["good"] * len(completions)
 
 
+def _hangs(prompts, completions, **columns):
+    time.sleep(10)  # stands for a call that never returns
+    return [0.0] * len(completions)
+
+
 REWARD_CASES = {
     "reward function raises": (_raises, ["raised ValueError: scoring server down", "Fix:"]),
     "wrong shape": (_too_short, ["shape (1,) for 2 completions", "shape (2,)"]),
     "NaN reward": (_nan, ["index 0 (prompt 'a') is not finite", "Fix:"]),
     "not a number": (_text, ["index 0 (prompt 'a') is 'good' (str)", "return a float"]),
+    "reward function hangs": (
+        _hangs,
+        ["returned no scores within 0.5 s for a batch of 2 (first prompt 'a')", "Fix:"],
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(REWARD_CASES))
 def test_bad_reward_functions_name_the_prompt_and_the_fix(name):
     function, expected = REWARD_CASES[name]
-    with pytest.raises(RewardError) as err:
-        CallableReward(function)(["a", "b"], ["x", "y"])
+    with pytest.raises(RewardError) as err:  # as a stage scores: within its reward deadline
+        score_within(CallableReward(function), ["a", "b"], ["x", "y"], {}, timeout_s=0.5)
     for piece in expected:
         assert piece in str(err.value), str(err.value)
 

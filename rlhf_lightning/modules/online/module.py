@@ -40,7 +40,7 @@ from rlhf_lightning.modules.online.records import (
     sample_rows,
 )
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rewards.base import RewardSource, score_within
 from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class OnlineRLModule(L.LightningModule):
         tokenizer: its tokenizer.
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
         reward: any reward source; extra prompt columns reach it as keyword arguments.
+        reward_timeout_s: seconds one scoring call may take before the run stops with a
+            ``RewardError``; None calls the source in the training thread, unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
             optimizer step, planned from ``iterations``.
@@ -96,6 +98,7 @@ class OnlineRLModule(L.LightningModule):
         compare_prompts: int = 16,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
+        reward_timeout_s: float | None = 300.0,
     ) -> None:
         super().__init__()
         disable_dropout(model)
@@ -115,6 +118,7 @@ class OnlineRLModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.algorithm = algorithm
         self.reward = reward
+        self.reward_timeout_s = reward_timeout_s
         self.sampling = sampling
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -141,7 +145,7 @@ class OnlineRLModule(L.LightningModule):
         with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
             rollout = self.collect_rollout(prompts)
         with self.phase("scoring"):  # 2. the reward source scores every answer
-            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+            scores = self.score(rollout.prompts, rollout.completions, **columns)
         if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
             return
         with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
@@ -153,6 +157,11 @@ class OnlineRLModule(L.LightningModule):
         self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)  # 8.
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
+
+    def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
+        """The reward source's scores, within ``reward_timeout_s`` (a stop request abandons a
+        call that hangs, so the interrupted run still saves its checkpoint)."""
+        return score_within(self.reward, prompts, completions, columns, self.reward_timeout_s)
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
@@ -291,7 +300,7 @@ class OnlineRLModule(L.LightningModule):
         prompts = list(batch["prompts"])
         columns = {k: v for k, v in batch.items() if k != "prompts"}
         rows = compare_with_reference(
-            self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
+            self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
             self.seed, columns,
         )  # fmt: skip
         append_rows(
