@@ -16,6 +16,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from rlhf_lightning.errors import NumericalError
+from rlhf_lightning.rundir import fsync_directory
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,7 +44,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
 
 
 def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
@@ -61,17 +62,3 @@ def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
             f"{bad[0]}); the previous checkpoint is kept. Fix: lower optim.lr or check the data "
             "and rewards for NaN/Inf, then resume from the kept checkpoint."
         )
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry reaches the disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

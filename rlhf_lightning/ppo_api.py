@@ -29,7 +29,7 @@ from rlhf_lightning.functional import (
     gae_advantages,
     token_mean,
 )
-from rlhf_lightning.models import disable_dropout, load_tokenizer
+from rlhf_lightning.models import disable_dropout, export_model, load_tokenizer
 from rlhf_lightning.models.reference import build_reference
 from rlhf_lightning.models.value_head import CausalLMWithValueHead
 from rlhf_lightning.modules.online import OnlineRLCore, RLAlgorithm, ScoreShaping, ValueLoss
@@ -201,6 +201,23 @@ class PPOTrainer:
             rollout, scores_t, stats, mean_kl, kl_coef, time.perf_counter() - start
         )
         return {k: float(v) for k, v in metrics.items()}
+
+    def save_pretrained(self, save_directory: str | Path, merge_lora: bool = False) -> Path:
+        """Save the policy (the LM, or its LoRA adapter), its value head and the tokenizer.
+
+        The directory is complete or untouched (written beside it and renamed into place);
+        ``PPOTrainer(save_directory)`` continues from it, and transformers (peft for an
+        adapter) loads the LM from it.
+
+        Args:
+            save_directory: created, or replaced as a whole.
+            merge_lora: also write ``merged/`` with a LoRA adapter folded into the base
+                (merging changes the policy in place: save last).
+
+        Returns:
+            The directory.
+        """
+        return export_model(self.policy, self.tokenizer, save_directory, merge_lora=merge_lora)
 
     def _optimizer_step(self) -> None:
         if self.config.max_grad_norm is not None:

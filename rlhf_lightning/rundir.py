@@ -7,6 +7,9 @@ import json
 import math
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +64,63 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Fill a directory that appears whole or not at all.
+
+    Yields a hidden temporary directory beside `path`. When the block ends, its files are
+    flushed to disk and it is renamed to `path`; an existing `path` is renamed aside first and
+    deleted afterwards, so a reader finds the old directory, for an instant none, or the new
+    one, never a mix of the two. When the block raises, `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Unique per process, so two writers never share a temporary directory.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if not path.exists():
+            os.replace(tmp, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the previous directory goes back
+                raise
+            shutil.rmtree(old)
+        fsync_directory(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_directory(Path(directory))
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames inside `directory` durable (a rename reaches the disk with its entry)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # Config keys whose values are credentials: never written to the run directory or a tracker.

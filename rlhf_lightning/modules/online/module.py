@@ -315,9 +315,8 @@ class OnlineRLModule(L.LightningModule):
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
         """The policy (the value head beside it), its tokenizer, and a separate critic in
         ``critic/``: a Hugging Face directory."""
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-        if self.critic is not None:
-            self.critic.save_pretrained(out_dir / "critic")
+        parts = {"critic": self.critic} if self.critic is not None else None
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora, parts=parts)
 
     def configure_optimizers(self):
         # The policy (and a separate critic); the frozen reference is filtered out.
