@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from rlhf_lightning.errors import ConfigError
+
 
 def capture_rng_states() -> dict[str, Any]:
     """Every global random stream: python `random`, numpy, torch CPU and, when present, CUDA."""
@@ -187,7 +189,10 @@ class InterruptAt(Callback):
 
     def __init__(self, step: int) -> None:
         if step < 1:
-            raise ValueError(f"interrupt_at={step}: must be a positive number of steps")
+            raise ConfigError(
+                f"interrupt_at={step}: must be a positive number of steps (RL stages: "
+                "iterations). Fix: interrupt_at=<steps> to stop there, or interrupt_at=null."
+            )
         self.step = step
 
     def on_train_batch_end(

@@ -79,3 +79,8 @@ def test_reporting_and_run_length_may_change(checkpoint, tmp_path, caplog):
         )
     assert summary["global_step"] == 6
     assert "trainer.max_steps: 4 in the checkpoint, 6 now" in caplog.text
+
+
+def test_interrupt_at_zero_is_refused_with_a_message(tmp_path):
+    with pytest.raises(ConfigError, match=r"interrupt_at=0: .*Fix: .*interrupt_at="):
+        run(compose_config("sft", [*_SFT, "interrupt_at=0"], run_dir=tmp_path))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlhf_lightning.api import compose_config
-from rlhf_lightning.errors import RewardError, RunInterrupted
+from rlhf_lightning.errors import ConfigError, RewardError, RunInterrupted
 from rlhf_lightning.train import run
 
 _PPO = [
@@ -82,3 +82,9 @@ def test_a_reward_call_past_the_deadline_stops_the_run_with_a_message(stuck_rewa
     message = str(err.value)
     assert "reward function 'stuck_reward:score': returned no scores within 2 s" in message
     assert "stage.reward_timeout_s" in message
+
+
+def test_a_reward_deadline_that_is_not_positive_is_refused(stuck_reward, tmp_path):
+    config = compose_config("ppo", [*_PPO, "stage.reward_timeout_s=0"], run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"stage.reward_timeout_s=0.*Fix: .*null"):
+        run(config)

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
     CausalLMWithValueHead,
     ValueModel,
@@ -101,6 +102,12 @@ class OnlineRLModule(L.LightningModule):
         reward_timeout_s: float | None = 300.0,
     ) -> None:
         super().__init__()
+        if reward_timeout_s is not None and not reward_timeout_s > 0:
+            raise ConfigError(
+                f"stage.reward_timeout_s={reward_timeout_s}: must be a positive number of "
+                "seconds. Fix: e.g. stage.reward_timeout_s=300, or null to call the reward "
+                "source in the training thread without a deadline."
+            )
         disable_dropout(model)
         critic_model = None
         if critic == "shared":
