@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.rundir import redact_secrets
 from rlhf_lightning.train import run
@@ -42,13 +44,17 @@ def test_an_env_secret_is_used_but_not_saved(tmp_path, monkeypatch):
         [
             "experiment=ppo_smoke",
             "stage.iterations=1",
-            "+stage.api_token=${oc.env:REWARD_API_TOKEN}",
+            # A root key: stage.* keys are the module's arguments.
+            "+api_token=${oc.env:REWARD_API_TOKEN}",
         ],
         run_dir=tmp_path,
     )
-    assert cfg.stage.api_token == "tok-12345-secret"  # the run itself sees the value
+    assert cfg.api_token == "tok-12345-secret"  # the run itself sees the value
     run(cfg)
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in {".yaml", ".json", ".jsonl", ".csv", ".log", ".html"}:
             assert "tok-12345-secret" not in path.read_text(errors="replace"), path
     assert "api_token: '***'" in (tmp_path / ".hydra" / "config.yaml").read_text()
+    # The checkpoint keeps the run's config for resuming: redacted too.
+    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["run_config"]["api_token"] == "***"
