@@ -18,11 +18,7 @@ from torch import nn
 from rlhf_lightning.callbacks import CheckpointOnInterrupt, RunProgressBar
 from rlhf_lightning.callbacks.ranks import RanksAgree
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
-from rlhf_lightning.callbacks.run_config import (
-    RunConfigInCheckpoint,
-    check_resume,
-    saved_run_config,
-)
+from rlhf_lightning.callbacks.run_config import RunConfigInCheckpoint, check_resume
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
 from rlhf_lightning.deadline import CallInterrupted
 from rlhf_lightning.errors import ConfigError, RunInterrupted
@@ -99,7 +95,7 @@ def fit_and_checkpoint(
         trainer.validate(module, datamodule=datamodule, verbose=False)
     try:
         if cfg.ckpt_path is not None:
-            check_resume(saved_run_config(cfg.ckpt_path), resolved_config(cfg), cfg.ckpt_path)
+            check_resume(cfg.ckpt_path, resolved_config(cfg))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except (SIGTERMException, CallInterrupted) as err:
         raise _interrupted(trainer, run_dir) from err

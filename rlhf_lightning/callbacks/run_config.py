@@ -2,16 +2,15 @@
 
 ``ckpt_path=`` continues a run: the weights, the optimizer state (with its learning rate,
 betas and weight decay), the position in the LR schedule and in the data, the RNG states and
-the step counters all come from the checkpoint. Settings that would make it another run (the
-model, the data, the batch size, the seed, the algorithm, the schedule) are refused with one
-message naming them; settings the checkpoint overrides are logged as taken from it; settings
-that only change reporting, hardware or the run's length pass, the length with a note.
+the step counters all come from the checkpoint, and the log says so. Settings that would make
+it another run (the model, the data, the batch size, the seed, the algorithm, the optimizer and
+its schedule) are refused with one message naming them, as is a run length the checkpoint has
+already reached; settings that only change reporting or hardware pass, a longer run with a note.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -36,13 +35,12 @@ _FREE = (
     "trainer.num_nodes", "trainer.strategy", "stage.validate_at_start",
     "stage.max_consecutive_bad_steps", "stage.num_samples", "stage.sample_prompts",
     "stage.sample_max_new_tokens", "stage.sample_every", "stage.compare_prompts",
-    "stage.samples_path",
+    "stage.samples_path", "stage.reward_timeout_s",
 )  # fmt: skip
-# The run's length: a longer (or shorter) run continues, with its schedule planned anew.
+# The run's length: a longer run continues, with its schedule planned for the new length.
 _LENGTH = ("trainer.max_steps", "trainer.max_epochs", "stage.iterations")
-# Optimizer hyper-parameters: restored with the optimizer state, whatever the config says.
-_FROM_CHECKPOINT = ("optim", "stage.optimizer")
-_CLASS_KEYS = ("_target_", "_partial_")  # a different optimizer class is another run
+# Restored with the optimizer state: a new value here would be written down but never used.
+_OPTIMIZER = ("optim", "stage.optimizer")
 
 
 class RunConfigInCheckpoint(Callback):
@@ -61,24 +59,18 @@ class RunConfigInCheckpoint(Callback):
         checkpoint[CONFIG_KEY] = self.config
 
 
-def saved_run_config(ckpt_path: str | Path) -> dict[str, Any] | None:
-    """The config stored in a checkpoint file, or None when it holds none.
+def check_resume(ckpt_path: str, current: dict[str, Any]) -> None:
+    """Compare a checkpoint's settings and progress with this run's config; refuse, or log
+    what comes from the checkpoint.
 
-    The file is memory-mapped, so its tensors are not read. Raises what ``torch.load`` raises
-    for a file that is not a checkpoint or holds Python objects (the caller maps those).
-    """
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return checkpoint.get(CONFIG_KEY)
-
-
-def check_resume(saved: dict[str, Any] | None, current: dict[str, Any], ckpt_path: str) -> None:
-    """Compare the checkpoint's settings with this run's; refuse, or log what comes from where.
+    The file is memory-mapped, so its tensors are not read. ``torch.load``'s errors for a
+    file that is not a checkpoint, or holds Python objects, reach the caller (which maps them).
 
     Raises:
-        ConfigError: when settings that shape the run differ.
+        ConfigError: settings that shape the run differ, or the run would not train further.
     """
-    taken = "weights, optimizer state, LR schedule position, data position, RNG states, counters"
-    log.info("Resuming from %s: %s are taken from the checkpoint.", ckpt_path, taken)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = checkpoint.get(CONFIG_KEY)
     if saved is None:
         log.warning(
             "ckpt_path=%s holds no run config (written by an older version), so this run's "
@@ -86,40 +78,58 @@ def check_resume(saved: dict[str, Any] | None, current: dict[str, Any], ckpt_pat
             ckpt_path,
         )
         return
-    changed = _differences(_flat(saved), _flat(current))
-    refused = [key for key in changed if _kind(key) == "refused"]
-    if refused:
-        shown = "; ".join(_change(key, changed[key]) for key in refused[:10])
-        more = f" (and {len(refused) - 10} more)" if len(refused) > 10 else ""
+    old, new = _flat(saved), _flat(current)
+    changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())}
+    changed = {k: v for k, v in changed.items() if v[0] != v[1]}
+    problems = [_change(k, v) for k, v in changed.items() if not _under(k, _FREE + _LENGTH)]
+    problems += _not_longer(new, checkpoint)
+    if problems:
+        shown = "; ".join(problems[:10])
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         raise ConfigError(
-            f"ckpt_path={ckpt_path}: the checkpoint was written by a run with other settings, "
-            f"so resuming would not continue it: {shown}{more}. Fix: resume with the "
-            "checkpoint's settings (its run directory's .hydra/config.yaml), or drop ckpt_path "
-            "to start a new run."
+            f"ckpt_path={ckpt_path}: this run cannot continue the checkpoint's: {shown}{more}. "
+            "Fix: resume with the checkpoint's settings (its run directory's "
+            ".hydra/config.yaml) and a longer run if wanted, or drop ckpt_path to start a new "
+            "run."
         )
-    from_checkpoint = [key for key in changed if _kind(key) == "checkpoint"]
-    if from_checkpoint:
-        log.warning(
-            "Resuming: these settings are taken from the checkpoint (the optimizer state "
-            "holds them): %s.",
-            "; ".join(
-                f"{key}: {changed[key][0]!r} in the checkpoint (used), {changed[key][1]!r} "
-                "given (not used)"
-                for key in from_checkpoint
-            ),
-        )
-    length = [key for key in changed if _kind(key) == "length"]
+    optimizer = ", ".join(f"{k}={v!r}" for k, v in old.items() if _optimizer_value(k))
+    log.info(
+        "Resuming from %s at step %d: the weights, the optimizer state (%s), the LR schedule "
+        "position, the data position, the RNG states and the step counters are taken from "
+        "the checkpoint.",
+        ckpt_path,
+        checkpoint.get("global_step", 0),
+        optimizer,
+    )
+    length = [_change(k, v) for k, v in changed.items() if _under(k, _LENGTH)]
     if length:
         log.warning(
-            "Resuming with another run length (%s): the LR schedule is planned for the new "
-            "length, so the run continues but is not the straight run of that length.",
-            "; ".join(_change(key, changed[key]) for key in length),
+            "Resuming with a longer run (%s): the LR schedule is planned for the new length, "
+            "so the run continues but is not the straight run of that length.",
+            "; ".join(length),
         )
-    free = [key for key in changed if _kind(key) == "free"]
+    free = [_change(k, v) for k, v in changed.items() if _under(k, _FREE)]
     if free:
-        log.info(
-            "Changed since the checkpoint: %s.", "; ".join(_change(k, changed[k]) for k in free)
+        log.info("Changed since the checkpoint: %s.", "; ".join(free))
+
+
+def _not_longer(current: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:
+    """The length settings the checkpoint has already reached (nothing would train)."""
+    step = int(checkpoint.get("global_step", 0))
+    iteration = checkpoint.get("online_rl", {}).get("iteration")
+    max_steps, iterations = current.get("trainer.max_steps"), current.get("stage.iterations")
+    out = []
+    if isinstance(max_steps, int) and 0 <= max_steps <= step:
+        out.append(f"trainer.max_steps={max_steps} is not beyond the checkpoint's step {step}")
+    if iteration is not None and isinstance(iterations, int) and iterations <= iteration:
+        out.append(
+            f"stage.iterations={iterations} is not beyond the checkpoint's iteration {iteration}"
         )
+    return out
+
+
+def _optimizer_value(key: str) -> bool:
+    return key.startswith("optim.") and key.rsplit(".", 1)[-1] not in ("_target_", "_partial_")
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
@@ -140,24 +150,10 @@ def _flat(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _differences(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    keys = sorted(saved.keys() | current.keys())
-    return {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
-
-
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
-def _kind(key: str) -> str:
-    if _under(key, _FREE):
-        return "free"
-    if _under(key, _LENGTH):
-        return "length"
-    if _under(key, _FROM_CHECKPOINT) and key.rsplit(".", 1)[-1] not in _CLASS_KEYS:
-        return "checkpoint"
-    return "refused"
-
-
 def _change(key: str, values: tuple[Any, Any]) -> str:
-    return f"{key}: {values[0]!r} in the checkpoint, {values[1]!r} now"
+    note = " (restored with the optimizer state)" if _under(key, _OPTIMIZER) else ""
+    return f"{key}: {values[0]!r} in the checkpoint{note}, {values[1]!r} now"

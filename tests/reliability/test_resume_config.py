@@ -1,6 +1,7 @@
-"""Resuming with other settings: refused when they would make a different run, logged when the
-checkpoint's values win over the config's, allowed where they only change what is reported or
-how long the run goes on."""
+"""Resuming with other settings: refused when they would make a different run (the optimizer's
+settings included: the restored optimizer state would not use them) or when the checkpoint has
+already gone as far; allowed where they only change what is reported or how long the run goes
+on; the log says what is taken from the checkpoint."""
 
 from __future__ import annotations
 
@@ -58,16 +59,31 @@ def test_resuming_with_settings_that_make_another_run_is_refused(checkpoint, tmp
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()  # refused before training
 
 
-def test_optimizer_settings_come_from_the_checkpoint_and_the_log_says_so(
-    checkpoint, tmp_path, caplog
-):
+def test_optimizer_settings_that_would_not_apply_are_refused(checkpoint, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        _resume(checkpoint, tmp_path, "optim.lr=0.5")
+    message = str(err.value)
+    assert (
+        "optim.lr: 0.003 in the checkpoint (restored with the optimizer state), 0.5 now" in message
+    )
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_run_length_the_checkpoint_has_reached_is_refused(checkpoint, tmp_path):
+    with pytest.raises(
+        ConfigError, match="trainer.max_steps=2 is not beyond the checkpoint's step 2"
+    ):
+        _resume(checkpoint, tmp_path, "trainer.max_steps=2")
+
+
+def test_the_log_says_what_is_taken_from_the_checkpoint(checkpoint, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="rlhf_lightning"):
-        summary = _resume(checkpoint, tmp_path, "optim.lr=0.5")
+        summary = _resume(checkpoint, tmp_path)
     assert summary["global_step"] == 4
-    text = caplog.text
-    assert "taken from the checkpoint" in text
-    assert "optim.lr: 0.003 in the checkpoint (used), 0.5 given (not used)" in text
-    # The restored optimizer really runs with the checkpoint's learning rate.
+    assert (
+        f"Resuming from {checkpoint} at step 2: the weights, the optimizer state (" in caplog.text
+    )
+    assert "optim.lr=0.003" in caplog.text and "are taken from the checkpoint" in caplog.text
     resumed = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["optimizer_states"][0]["param_groups"][0]["initial_lr"] == 0.003
 
@@ -84,3 +100,14 @@ def test_reporting_and_run_length_may_change(checkpoint, tmp_path, caplog):
 def test_interrupt_at_zero_is_refused_with_a_message(tmp_path):
     with pytest.raises(ConfigError, match=r"interrupt_at=0: .*Fix: .*interrupt_at="):
         run(compose_config("sft", [*_SFT, "interrupt_at=0"], run_dir=tmp_path))
+
+
+def test_another_model_or_stage_is_refused_before_loading_the_weights(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match=r"model.arch.n_embd: \d+ in the checkpoint, 48 now"):
+        _resume(checkpoint, tmp_path / "model", "model.arch.n_embd=48")
+    overrides = [o for o in _SFT if not o.startswith(("data=", "stage."))]
+    config = compose_config(
+        "dpo", [*overrides, "data=tiny_pairs", f"ckpt_path={checkpoint}"], run_dir=tmp_path
+    )
+    with pytest.raises(ConfigError, match=r"stage._target_: '.*SFTModule' in the checkpoint"):
+        run(config)
