@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,32 @@ def _refused_global(err: pickle.UnpicklingError) -> str:
     """The line of torch's refusal naming the Python object it would not load."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")[:200]
+
+
+@contextmanager
+def stop_signals_name_the_checkpoint(run_dir: Path) -> Iterator[None]:
+    """While a trained run writes its results (samples, the export): SIGTERM or Ctrl+C end it
+    with the message naming the checkpoint from which the same command writes them (an export
+    is whole or absent, `rundir.atomic_directory`). Lightning's own handling ends with fit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    where = checkpoint_path(run_dir)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunInterrupted(
+            f"{signal.Signals(signum).name} stopped the run while it wrote its results; the "
+            f"training is complete and saved in {where}. Fix: run the same command again with "
+            f"ckpt_path={where} to write them.",
+            exit_code=128 + signum,
+        )
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupted(trainer: L.Trainer, run_dir: Path) -> RunInterrupted:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
+from rlhf_lightning.errors import ConfigError
+
 # How often the waiting thread looks at the clock and at stop requests.
 _POLL_S = 0.05
 _stop_checks: list[Callable[[], bool]] = []
@@ -33,6 +35,20 @@ class CallInterrupted(BaseException):
     A ``BaseException``, like ``SystemExit`` and ``KeyboardInterrupt``, so that handlers of
     ordinary errors (``except Exception``) let it through to the run's interrupt handling.
     """
+
+
+def checked_timeout(timeout_s: float | None, key: str) -> float | None:
+    """`timeout_s` when it is a positive number of seconds or None (no deadline).
+
+    Raises:
+        ConfigError: naming `key`, for zero or a negative number.
+    """
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(
+            f"{key}={timeout_s}: must be a positive number of seconds. Fix: e.g. {key}=300, "
+            "or null to make the call in the training thread without a deadline."
+        )
+    return timeout_s
 
 
 def add_stop_check(check: Callable[[], bool]) -> None:

@@ -28,7 +28,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_lightning.builders import fit_and_checkpoint
+from rlhf_lightning.builders import fit_and_checkpoint, stop_signals_name_the_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
 from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
@@ -93,11 +93,12 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
     module = _build(module_cfg, "stage", module_class, model=model, tokenizer=tokenizer)
     trainer = fit_and_checkpoint(cfg, run_dir, module, datamodule)
     if trainer.is_global_zero:  # one process writes the run's outputs
-        finish = getattr(module, "finish", None)
-        if finish is not None:
-            finish()
-        if cfg.export.enabled:
-            module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
+        with stop_signals_name_the_checkpoint(run_dir):
+            finish = getattr(module, "finish", None)
+            if finish is not None:
+                finish()
+            if cfg.export.enabled:
+                module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
     return trainer
 
 

@@ -157,3 +157,18 @@ def test_a_resumed_run_logs_the_straight_runs_rows_at_the_default_interval(name,
     first = resumed[0][0]
     assert resumed == [r for r in straight if r[0] >= first], (straight, resumed)
     assert len(resumed) >= 2
+
+
+@pytest.mark.parametrize("name", ["sft", "ppo"])
+def test_a_finished_run_resumed_trains_no_further_and_writes_its_results(name, tmp_path):
+    """What a run stopped while writing its results (samples, export) is told to do."""
+    stage, overrides, _ = CASES[name]
+    done = _run(stage, overrides, tmp_path / "done")
+    before = torch.load(done / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = tmp_path / "last.ckpt"
+    (done / "checkpoints/last.ckpt").rename(ckpt)
+    again = _run(stage, [*overrides, f"ckpt_path={ckpt}", "export.enabled=true"], tmp_path / "b")
+    after = torch.load(again / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert after["global_step"] == before["global_step"]
+    assert all(torch.equal(before["state_dict"][k], v) for k, v in after["state_dict"].items())
+    assert (again / "model" / "config.json").is_file()

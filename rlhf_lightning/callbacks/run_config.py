@@ -114,17 +114,16 @@ def check_resume(ckpt_path: str, current: dict[str, Any]) -> None:
 
 
 def _not_longer(current: dict[str, Any], checkpoint: dict[str, Any]) -> list[str]:
-    """The length settings the checkpoint has already reached (nothing would train)."""
+    """The length settings the checkpoint has gone past (equal: nothing is left to train, the
+    run goes straight to validating, finishing and exporting)."""
     step = int(checkpoint.get("global_step", 0))
     iteration = checkpoint.get("online_rl", {}).get("iteration")
     max_steps, iterations = current.get("trainer.max_steps"), current.get("stage.iterations")
     out = []
-    if isinstance(max_steps, int) and 0 <= max_steps <= step:
-        out.append(f"trainer.max_steps={max_steps} is not beyond the checkpoint's step {step}")
-    if iteration is not None and isinstance(iterations, int) and iterations <= iteration:
-        out.append(
-            f"stage.iterations={iterations} is not beyond the checkpoint's iteration {iteration}"
-        )
+    if isinstance(max_steps, int) and 0 <= max_steps < step:
+        out.append(f"trainer.max_steps={max_steps} is below the checkpoint's step {step}")
+    if iteration is not None and isinstance(iterations, int) and iterations < iteration:
+        out.append(f"stage.iterations={iterations} is below the checkpoint's iteration {iteration}")
     return out
 
 

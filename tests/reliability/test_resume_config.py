@@ -69,11 +69,9 @@ def test_optimizer_settings_that_would_not_apply_are_refused(checkpoint, tmp_pat
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-def test_a_run_length_the_checkpoint_has_reached_is_refused(checkpoint, tmp_path):
-    with pytest.raises(
-        ConfigError, match="trainer.max_steps=2 is not beyond the checkpoint's step 2"
-    ):
-        _resume(checkpoint, tmp_path, "trainer.max_steps=2")
+def test_a_run_length_the_checkpoint_has_gone_past_is_refused(checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="trainer.max_steps=1 is below the checkpoint's step 2"):
+        _resume(checkpoint, tmp_path, "trainer.max_steps=1")
 
 
 def test_the_log_says_what_is_taken_from_the_checkpoint(checkpoint, tmp_path, caplog):

@@ -21,8 +21,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.deadline import checked_timeout
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
-from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
     CausalLMWithValueHead,
     ValueModel,
@@ -102,12 +102,7 @@ class OnlineRLModule(L.LightningModule):
         reward_timeout_s: float | None = 300.0,
     ) -> None:
         super().__init__()
-        if reward_timeout_s is not None and not reward_timeout_s > 0:
-            raise ConfigError(
-                f"stage.reward_timeout_s={reward_timeout_s}: must be a positive number of "
-                "seconds. Fix: e.g. stage.reward_timeout_s=300, or null to call the reward "
-                "source in the training thread without a deadline."
-            )
+        self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
         disable_dropout(model)
         critic_model = None
         if critic == "shared":
@@ -125,7 +120,6 @@ class OnlineRLModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.algorithm = algorithm
         self.reward = reward
-        self.reward_timeout_s = reward_timeout_s
         self.sampling = sampling
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -166,9 +160,15 @@ class OnlineRLModule(L.LightningModule):
         self._finish_iteration()
 
     def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
-        """The reward source's scores, within ``reward_timeout_s`` (a stop request abandons a
-        call that hangs, so the interrupted run still saves its checkpoint)."""
+        """The reward source's scores, within ``reward_timeout_s`` (``score_within``)."""
         return score_within(self.reward, prompts, completions, columns, self.reward_timeout_s)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # Resumed with every iteration done (to finish and export): no further iteration.
+        if self.iteration >= self.iterations:
+            self.trainer.should_stop = True
+            return -1
+        return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
