@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from rlhf_lightning.errors import ConfigError
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -64,6 +67,37 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one run: a second run into it is refused while this one lives.
+
+    An advisory lock (``flock``) on ``<run_dir>/.lock``, holding the holder's pid for the
+    message; the operating system releases it when the process ends, however it ends, so a
+    killed run never leaves the directory locked.
+
+    Raises:
+        ConfigError: another process holds the directory.
+    """
+    path = run_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"run_dir={run_dir}: another run (pid {holder}) is writing into this "
+                "directory, and two runs in one directory mix their metrics, checkpoints and "
+                "model. Fix: give this run its own directory (hydra.run.dir=..., or the default "
+                "timestamped one), or wait for that run to end."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextmanager

@@ -16,9 +16,11 @@ Built-in model names (``demo:sft``, ...) must already be directories: the CLI an
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +28,13 @@ import datasets
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lightning.builders import fit_and_checkpoint, stop_signals_name_the_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
-from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
+from rlhf_lightning.rundir import hold_run_dir, save_resolved_config, write_metrics_json
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,20 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
         dataset: an in-memory ``datasets.Dataset`` / ``DatasetDict`` used instead of
             ``data.path``.
     """
-    start = time.perf_counter()
-    _quiet_third_party_output()
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # One run per directory; data-parallel ranks share their rank 0's.
+    with hold_run_dir(run_dir) if _is_first_process() else nullcontext():
+        return _run(cfg, run_dir, dataset)
+
+
+def _is_first_process() -> bool:
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _run(cfg: DictConfig, run_dir: Path, dataset: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    _quiet_third_party_output()
     save_resolved_config(cfg, run_dir)
     stage = cfg.stage.name
     if "_target_" not in cfg.stage:
