@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_lightning.api import compose_config
 from rlhf_lightning.data import PreferenceDataModule, SFTDataModule
 from rlhf_lightning.data.prompts import PromptDataModule, PromptTruncationWarning
-from rlhf_lightning.errors import DataError, RewardError
+from rlhf_lightning.errors import ConfigError, DataError, RewardError
 from rlhf_lightning.rewards import CallableReward
 from rlhf_lightning.rewards.base import score_within
+from rlhf_lightning.train import run
 
 
 def _jsonl(path: Path, rows: list) -> str:
@@ -32,7 +34,7 @@ def _latin1(path: Path, rows: list) -> str:
 OK = {"text": "a fine row"}
 PAIR = {"prompt": "p", "chosen": "a", "rejected": "b"}
 
-# name: (DataModule, file name, rows or writer, expected message pieces)
+# name: (DataModule, file name, rows or writer, expected message pieces[, DataModule arguments])
 DATA_CASES = {
     "missing file": (SFTDataModule, None, None, ["nope.jsonl: file not found", "Fix:"]),
     "malformed JSON line": (
@@ -90,25 +92,41 @@ DATA_CASES = {
         [{"prompt": "a"}, {"prompt": 3}],
         ["row 1 has a non-text 'prompt'", "Fix:"],
     ),
+    "pairs identical once truncated": (
+        PreferenceDataModule,
+        "same.jsonl",
+        [{**PAIR, "chosen": "same words " * 20 + "yes", "rejected": "same words " * 20 + "no"}] * 4,
+        ["train pairs have", "or identical sides", "data.max_length=16", "none is left", "Fix:"],
+        {"max_length": 16},
+    ),
+    "fewer prompts than one batch": (
+        PromptDataModule,
+        "few.jsonl",
+        [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}],
+        ["3 prompts", "data.batch_size=8", "no iteration", "Fix:"],
+        {"batch_size": 8},
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(DATA_CASES))
 def test_malformed_data_names_the_problem_and_the_fix(name, tmp_path, tokenizer):
-    module_cls, filename, rows, expected = DATA_CASES[name]
+    module_cls, filename, rows, expected, *options = DATA_CASES[name]
     if filename is None:
         path = str(tmp_path / "nope.jsonl")
     elif callable(rows):
         path = rows(tmp_path / filename, [])
     else:
         path = _jsonl(tmp_path / filename, rows)
+    kwargs = options[0] if options else {}
     module = (
-        module_cls(path=path)
+        module_cls(path=path, **kwargs)
         if module_cls is PromptDataModule
-        else module_cls(tokenizer=tokenizer, path=path)
+        else module_cls(tokenizer=tokenizer, path=path, **kwargs)
     )
     with pytest.raises(DataError) as err:
         module.setup()
+        module.train_dataloader()  # what fit asks for first
     message = str(err.value)
     assert f"data.path={path}" in message
     for piece in expected:
@@ -182,3 +200,9 @@ def test_prompts_within_the_limit_are_untouched(tmp_path, tokenizer, recwarn):
     assert module.truncated_prompts == 0
     assert list(module.rows["prompt"]) == ["a short prompt"] * 3
     assert not [w for w in recwarn if issubclass(w.category, PromptTruncationWarning)]
+
+
+def test_an_rl_run_of_no_iterations_is_refused(tmp_path):
+    config = compose_config("ppo", ["experiment=ppo_smoke", "stage.iterations=0"], run_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"stage.iterations=0: nothing would run. Fix: "):
+        run(config)

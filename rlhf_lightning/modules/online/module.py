@@ -23,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.deadline import checked_timeout
 from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
     CausalLMWithValueHead,
     ValueModel,
@@ -58,8 +59,7 @@ class OnlineRLModule(L.LightningModule):
         tokenizer: its tokenizer.
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
         reward: any reward source; extra prompt columns reach it as keyword arguments.
-        reward_timeout_s: seconds one scoring call may take before the run stops with a
-            ``RewardError``; None calls the source in the training thread, unbounded.
+        reward_timeout_s: seconds per scoring call (``score_within``); None: unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
             optimizer step, planned from ``iterations``.
@@ -103,6 +103,8 @@ class OnlineRLModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
+        if iterations < 1:
+            raise ConfigError(f"stage.iterations={iterations}: nothing would run. Fix: >= 1.")
         disable_dropout(model)
         critic_model = None
         if critic == "shared":
@@ -165,10 +167,8 @@ class OnlineRLModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # Resumed with every iteration done (to finish and export): no further iteration.
-        if self.iteration >= self.iterations:
-            self.trainer.should_stop = True
-            return -1
-        return None
+        self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
+        return -1 if self.trainer.should_stop else None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
