@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from rlhf_lightning.errors import NumericalError
+from rlhf_lightning.errors import NumericalError, StorageError
 from rlhf_lightning.rundir import fsync_directory
 
 
@@ -42,9 +42,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:  # a full disk, a read-only or vanished directory
+            raise _not_written(path, err) from err
         finally:
             tmp.unlink(missing_ok=True)
         fsync_directory(path.parent)
+
+
+def _not_written(path: Path, err: OSError) -> StorageError:
+    reason = err.strerror or str(err)
+    return StorageError(
+        f"checkpoint {path}: not written ({reason}); the previous checkpoint is kept. Fix: "
+        "free space on that disk (or give the run another directory with hydra.run.dir=...), "
+        "then run the same command with ckpt_path=<the kept checkpoint> to continue."
+    )
 
 
 def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -34,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from rlhf_lightning.builders import fit_and_checkpoint, stop_signals_name_the_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.models.loading import check_context_length
 from rlhf_lightning.rundir import hold_run_dir, save_resolved_config, write_metrics_json
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
     datamodule = _build(
         cfg.data, "data", module_class.datamodule_class, tokenizer=tokenizer, dataset=dataset
     )
+    check_context_length(model, getattr(datamodule, "max_length", None), "data.max_length")
     module_cfg = {k: v for k, v in _plain(cfg.stage).items() if k not in RUNNER_KEYS}
     module = _build(module_cfg, "stage", module_class, model=model, tokenizer=tokenizer)
     trainer = fit_and_checkpoint(cfg, run_dir, module, datamodule)
@@ -119,6 +122,12 @@ def _plain(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
+# Hydra's message for a config key the target does not take, and the key's node.
+_UNEXPECTED = re.compile(
+    r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'.*\nfull_key: (\S+)", re.S
+)
+
+
 def _build(node: DictConfig | dict[str, Any], key: str, expected: type, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``, with a project error naming `key` when it fails or
     builds something other than `expected`."""
@@ -128,6 +137,14 @@ def _build(node: DictConfig | dict[str, Any], key: str, expected: type, **kwargs
         cause = err.__cause__
         if isinstance(cause, RLHFError):
             raise cause from err
+        stray = _UNEXPECTED.search(str(err))
+        if isinstance(cause, TypeError) and stray:
+            cls, arg, where = stray.groups()
+            raise ConfigError(
+                f"{where}: {cls} takes no argument '{arg}' ({where}.{arg} is left over from "
+                f"another config, e.g. one an experiment set). Fix: drop it with "
+                f"'~{where}.{arg}', or choose the config that takes it."
+            ) from err
         raise ConfigError(
             f"{key}: could not be built ({_first_line(err)}). Fix: check {key}.*."
         ) from err

@@ -68,7 +68,8 @@ Pair = dict[str, Any]
 
 def resolve_pair_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     """Checks a ``canonical -> dataset column`` mapping (prompt/chosen/rejected/margin)."""
-    columns = dict(columns or {})
+    # A null entry (how the data configs list the names) keeps the default column name.
+    columns = {k: v for k, v in (columns or {}).items() if v is not None}
     for canonical in columns:
         if canonical not in PAIR_COLUMNS:
             raise DataError(

@@ -185,6 +185,11 @@ def _as_tensor(scores: Any, source: str, prompts: Sequence[str] | None, offset: 
                 f"{source}: returned a tensor of dtype {scores.dtype}. "
                 "Fix: return real numbers (float rewards)."
             )
+        if scores.device.type == "meta":
+            raise RewardError(
+                f"{source}: returned a tensor on the meta device, which holds no values. "
+                "Fix: compute the rewards on a real device (CPU or GPU) and return them."
+            )
         return scores.detach().to(device="cpu", dtype=torch.float32)
     if isinstance(scores, np.ndarray) and scores.dtype.kind in "biuf":
         return torch.from_numpy(scores.astype(np.float32))

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.data import PreferenceDataModule, SFTDataModule
@@ -149,6 +150,10 @@ def _text(prompts, completions, **columns):
     return ["good"] * len(completions)
 
 
+def _meta(prompts, completions, **columns):
+    return torch.zeros(len(completions), device="meta")
+
+
 def _hangs(prompts, completions, **columns):
     time.sleep(10)  # stands for a call that never returns
     return [0.0] * len(completions)
@@ -159,6 +164,7 @@ REWARD_CASES = {
     "wrong shape": (_too_short, ["shape (1,) for 2 completions", "shape (2,)"]),
     "NaN reward": (_nan, ["index 0 (prompt 'a') is not finite", "Fix:"]),
     "not a number": (_text, ["index 0 (prompt 'a') is 'good' (str)", "return a float"]),
+    "reward tensor on the meta device": (_meta, ["on the meta device", "Fix:"]),
     "reward function hangs": (
         _hangs,
         ["returned no scores within 0.5 s for a batch of 2 (first prompt 'a')", "Fix:"],
