@@ -167,27 +167,46 @@ _SECRET_KEY = re.compile(
 REDACTED = "***"
 
 
-def redact_secrets(node: Any, parent_key: str = "") -> Any:
+def redact_secrets(node: Any, parent_key: str = "", found: set[str] | None = None) -> Any:
     """A copy of a plain config container with credential values replaced by ``***``.
 
-    Every value under a ``headers`` mapping (HTTP reward auth) and every value whose key is a
-    credential's name (token, api_key, password, secret, authorization, ...) is redacted, so that
-    a secret read with ``${oc.env:...}`` is used by the run but never saved with it.
+    Every value under a ``headers`` mapping (HTTP reward auth), every value whose key is a
+    credential's name (token, api_key, password, secret, authorization, ...) and every URL
+    query parameter with such a name (``?api_key=...``) is redacted, so that a secret read with
+    ``${oc.env:...}`` is used by the run but never saved with it.
+
+    Args:
+        found: when given, collects the secret values replaced (to scrub other copies).
     """
     if isinstance(node, dict):
-        return {
-            key: (
-                REDACTED
-                if node[key] is not None
-                and not isinstance(node[key], dict | list)
-                and (parent_key == "headers" or _SECRET_KEY.search(str(key)))
-                else redact_secrets(node[key], str(key))
-            )
-            for key in node
-        }
+        out = {}
+        for key, value in node.items():
+            secret = parent_key == "headers" or _SECRET_KEY.search(str(key))
+            if value is not None and not isinstance(value, dict | list) and secret:
+                if found is not None:
+                    found.add(str(value))
+                out[key] = REDACTED
+            else:
+                out[key] = redact_secrets(value, str(key), found)
+        return out
     if isinstance(node, list):
-        return [redact_secrets(item, parent_key) for item in node]
+        return [redact_secrets(item, parent_key, found) for item in node]
+    if isinstance(node, str) and "?" in node:
+        return _URL_PARAM.sub(lambda m: _redact_param(m, found), node)
     return node
+
+
+# A URL query parameter: its separator, name and value.
+_URL_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
+
+
+def _redact_param(match: re.Match[str], found: set[str] | None) -> str:
+    separator, name, value = match.groups()
+    if not value or not _SECRET_KEY.search(name):
+        return match.group(0)
+    if found is not None:
+        found.add(value)
+    return f"{separator}{name}={REDACTED}"
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -198,7 +217,22 @@ def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     """
     path = run_dir / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg))))
+    secrets: set[str] = set()
+    redacted = redact_secrets(OmegaConf.to_container(cfg, resolve=True), found=secrets)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redacted)))
+    # Hydra's own copies (overrides.yaml, hydra.yaml) hold the command line as it was typed.
+    for other in path.parent.glob("*.yaml"):
+        text = other.read_text(encoding="utf-8")
+        scrubbed = scrub(text, secrets)
+        if scrubbed != text:
+            atomic_write_text(other, scrubbed)
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    """`text` with every secret value (of four characters or more) replaced by ``***``."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:

@@ -219,6 +219,8 @@ class HTTPReward:
     def _redact(self, text: str) -> str:
         """``text`` with every header value and URL secret replaced by ``***``."""
         secrets = [v for v in self._headers.values() if v]
+        # A server may echo the token alone, without its scheme ("Bearer <token>").
+        secrets += [part for v in self._headers.values() for part in v.split() if len(part) >= 8]
         parsed = urllib.parse.urlsplit(self.url)
         secrets += [s for s in (parsed.password, parsed.username, parsed.query) if s]
         for secret in sorted(secrets, key=len, reverse=True):

@@ -93,6 +93,14 @@ def test_a_4xx_is_not_retried_and_secrets_in_the_body_are_masked(reward_server):
     assert SECRET not in str(err.value)
 
 
+def test_a_401_echoing_the_bare_token_is_masked(reward_server, caplog):
+    bare = SECRET.split()[-1]  # the token without its "Bearer " scheme
+    reward_server.respond = answer(f"unknown token {bare}".encode(), status=401)
+    with pytest.raises(RewardError, match=r"\(unknown token \*\*\*\)") as err:
+        client(reward_server.url)(PROMPTS, COMPLETIONS)
+    assert bare not in str(err.value) and bare not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("body", "match"),
     [
