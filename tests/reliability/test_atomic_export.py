@@ -18,15 +18,8 @@ from rlhf_lightning.models import load_tokenizer
 from rlhf_lightning.models.export import export_model
 from rlhf_lightning.train import run
 
-_SFT = [
-    "model=tiny",
-    "data=tiny",
-    "data.max_samples=40",
-    "stage.num_samples=0",
-    "trainer.max_steps=2",
-    "report=false",
-    "trainer.enable_progress_bar=false",
-]
+# The smoke recipe (tiny model and data), two steps, quiet.
+_SFT = ["experiment=smoke", "trainer.max_steps=2", "stage.num_samples=0", "report=false"]
 
 
 def _tiny_gpt2(seed: int) -> transformers.GPT2LMHeadModel:

@@ -18,15 +18,8 @@ from rlhf_lightning.errors import ConfigError, DataError, ModelError, RLHFError,
 from rlhf_lightning.rewards import HTTPReward
 from rlhf_lightning.train import run
 
-_SFT = [
-    "model=tiny",
-    "data=tiny",
-    "data.max_samples=40",
-    "stage.num_samples=0",
-    "trainer.max_steps=2",
-    "report=false",
-    "trainer.enable_progress_bar=false",
-]
+# The smoke recipe (tiny model and data), two steps, quiet.
+_SFT = ["experiment=smoke", "trainer.max_steps=2", "stage.num_samples=0", "report=false"]
 
 
 def _rows(path: Path, rows: list[dict]) -> str:
@@ -51,7 +44,7 @@ CASES = {
         ["optim: Invalid learning rate: -1", "Fix: set optim.lr > 0"],
     ),
     "one-row SFT dataset": (
-        lambda tmp: [*_SFT[:1], f"data.path={_rows(tmp / 'one.jsonl', [{'text': 'one row'}])}"],
+        lambda tmp: [*_SFT, f"data.path={_rows(tmp / 'one.jsonl', [{'text': 'one row'}])}"],
         DataError,
         ["has 1 row, too few to hold out", "data.val_fraction=0"],
     ),
@@ -113,8 +106,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_checkpoint(tmp_path, mon
 def test_the_documented_column_mapping_works_without_a_plus(tmp_path):
     rows = [{"question": f"What is {i}+{i}?", "answer": f" {2 * i}"} for i in range(40)]
     path = _rows(tmp_path / "qa.jsonl", rows)
-    overrides = [*_SFT[:1], f"data.path={path}", "data.columns.prompt=question"]
-    overrides += ["data.columns.completion=answer", *_SFT[3:]]
+    overrides = [*_SFT, f"data.path={path}", "data.columns.prompt=question"]
+    overrides += ["data.columns.completion=answer"]
     summary = run(compose_config("sft", overrides, run_dir=tmp_path / "run"))
     assert summary["global_step"] == 2
     assert issubclass(StorageError, RLHFError)
