@@ -111,8 +111,8 @@ def test_recipe_runs_a_few_steps(name: str, tmp_path: Path):
         extra = EXTRA[name]
     else:
         extra = [TINY_MODEL]
-        # A reward model by path; keys(), as `in` is False for a path left unset (???).
-        if stage in RL_STAGES and "path" in (probe.get("reward") or {}).keys():
+        # A reward model by path; the key set, as `in` is False for a path left unset (???).
+        if stage in RL_STAGES and "path" in set(probe.get("reward") or {}):
             extra += PYTHON_REWARD
     run_dir = tmp_path / "run"
     cfg = compose_config(stage, [f"experiment={name}", *TINY[stage], *extra], run_dir=run_dir)
