@@ -11,8 +11,8 @@ from transformers import AutoModelForCausalLM
 
 from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
-from rlhf_lightning.trainers import PPOConfig, PPOTrainer
 from rlhf_lightning.rewards.examples import letter_rate
+from rlhf_lightning.trainers import PPOConfig, PPOTrainer
 
 TINY = {"type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64}
 
