@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -30,13 +29,16 @@ from rlhf_lightning.models import (
     export_model,
 )
 from rlhf_lightning.models.reference import ReferenceMode
+from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_summary
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
-from rlhf_lightning.modules.online.core import OnlineRLCore
+from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
     iteration_metrics,
+    record_evaluation,
+    record_rows,
     sample_rows,
 )
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
@@ -69,6 +71,9 @@ class OnlineRLModule(L.LightningModule):
         rollout: the rollout backend; None samples with the policy itself (``HFBackend``).
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
+        evaluator: held-out evaluation (``data.eval_split``) before the first iteration, every
+            ``evaluator.every`` iterations and after the last (``eval/*`` metrics); answers go
+            to ``eval_samples.jsonl`` and the last result to ``eval.json`` beside samples_path.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
         seed: the run's seed; rollouts sample from (seed, iteration).
     """
@@ -94,6 +99,7 @@ class OnlineRLModule(L.LightningModule):
         samples_path: str | Path | None = None,
         sample_every: int = 10,
         compare_prompts: int = 16,
+        evaluator: Evaluator | None = None,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
     ) -> None:
@@ -123,6 +129,8 @@ class OnlineRLModule(L.LightningModule):
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
+        self.evaluator = evaluator
+        self.last_eval: EvalResult | None = None
         self.seed = seed
         self.core = OnlineRLCore(
             model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
@@ -150,7 +158,7 @@ class OnlineRLModule(L.LightningModule):
             stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
         self.rollout_backend.sync(self.policy, self.iteration + 1)  # 6. the sampler catches up
         mean_kl = self.core.update_kl_controller(experience)  # 7. KL control
-        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)  # 8.
+        self._log_iteration(rollout, scores, experience, stats, mean_kl, start)  # 8. metrics
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
 
@@ -236,12 +244,17 @@ class OnlineRLModule(L.LightningModule):
         self,
         rollout: RolloutBatch,
         scores: torch.Tensor,
+        experience: Experience,
         stats: list[dict[str, torch.Tensor]],
         mean_kl: torch.Tensor,
-        elapsed: float,
+        start: float,
     ) -> None:
         kl_coef = self.core.kl_controller.value
+        elapsed = time.perf_counter() - start
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
+        if self.algorithm.dynamic_sampling:  # groups the loss left out, over the whole batch
+            dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
+            metrics["rollout/dropped_groups"] = dropped.float().cpu()
         _, world = rank_and_world()
         if world > 1 and scores.numel() > 0:
             # Means of equal-sized shares average exactly across ranks (sync_dist below); the
@@ -264,16 +277,9 @@ class OnlineRLModule(L.LightningModule):
         """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
         if self.samples_path is None or self.iteration % self.sample_every:
             return
-        if not self.trainer.is_global_zero:
-            return  # rank 0's rows stand for the batch
-        rows = sample_rows(rollout, scores, sequence_kl)
-        # `step` is the iteration: the step of this iteration's metrics.csv row.
-        append_rows(self.samples_path, rows, step=self.iteration, global_step=self.global_step)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                columns = ["step", *rows[0]]
-                data = [[self.iteration, *r.values()] for r in rows]
-                logger.log_table("samples", columns=columns, data=data)
+        if self.trainer.is_global_zero:  # rank 0's rows stand for the batch
+            rows = sample_rows(rollout, scores, sequence_kl)
+            record_rows(self.samples_path, rows, self.loggers, self.iteration, self.global_step)
 
     def _finish_iteration(self) -> None:
         self.iteration += 1
@@ -281,10 +287,36 @@ class OnlineRLModule(L.LightningModule):
             # Iterations, not optimizer steps, end these runs (early KL stops skip steps).
             self.trainer.should_stop = True
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.evaluator is not None and self.evaluator.due(self.iteration):
+            self.evaluate_policy()  # the policy after `iteration` iterations
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.evaluator is not None and self.iteration == self.iterations:
+            self.evaluate_policy()  # the trained policy
+
+    def evaluate_policy(self) -> EvalResult:
+        """The held-out evaluation of the policy as it is now (every process takes part)."""
+        assert self.evaluator is not None
+        problems = self.trainer.datamodule.eval_problems()
+        start = time.perf_counter()
+        result = self.evaluator.evaluate(
+            self.policy, self.tokenizer, problems, self.reward, self.sampling.max_new_tokens
+        )
+        keep_rows = self.samples_path is not None and self.trainer.is_global_zero
+        rows_path = self.samples_path.with_name("eval_samples.jsonl") if keep_rows else None  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - start
+        record_evaluation(result, self.loggers, self.iteration, rows_path, elapsed)
+        self.last_eval = result
+        return result
+
     def finish(self) -> list[dict[str, Any]]:
         """After fit: the starting and the trained policy answer the same prompts (same seed);
         both answers are scored and appended to samples.jsonl. Returns the rows ([] without a
-        reference, a samples file or prompts to compare on)."""
+        reference, a samples file or prompts to compare on). The last held-out evaluation goes
+        to eval.json and eval.md."""
+        if self.last_eval is not None and self.samples_path is not None:
+            write_eval_summary(self.samples_path.parent, self.last_eval, step=self.iteration)
         if self.reference is None or self.samples_path is None or not self.compare_prompts:
             return []
         batch = self.trainer.datamodule.first_batch(self.compare_prompts)
@@ -294,13 +326,8 @@ class OnlineRLModule(L.LightningModule):
             self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
             self.seed, columns,
         )  # fmt: skip
-        append_rows(
-            self.samples_path,
-            rows,
-            step=self.iteration,
-            global_step=self.global_step,
-            kind="final_comparison",
-        )
+        at = {"step": self.iteration, "global_step": self.global_step}
+        append_rows(self.samples_path, rows, **at, kind="final_comparison")
         return rows
 
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
