@@ -33,11 +33,11 @@ from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
+from rlhf_lightning.modules.online.evaluation_hooks import HeldOutEvaluation
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
     iteration_metrics,
-    record_evaluation,
     record_rows,
     sample_rows,
 )
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 Critic = Literal["none", "shared", "separate"]
 
 
-class OnlineRLModule(L.LightningModule):
+class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
     """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
 
     Args:
@@ -286,29 +286,6 @@ class OnlineRLModule(L.LightningModule):
         if self.iteration >= self.iterations:
             # Iterations, not optimizer steps, end these runs (early KL stops skip steps).
             self.trainer.should_stop = True
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.evaluator is not None and self.evaluator.due(self.iteration):
-            self.evaluate_policy()  # the policy after `iteration` iterations
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.evaluator is not None and self.iteration == self.iterations:
-            self.evaluate_policy()  # the trained policy
-
-    def evaluate_policy(self) -> EvalResult:
-        """The held-out evaluation of the policy as it is now (every process takes part)."""
-        assert self.evaluator is not None
-        problems = self.trainer.datamodule.eval_problems()
-        start = time.perf_counter()
-        result = self.evaluator.evaluate(
-            self.policy, self.tokenizer, problems, self.reward, self.sampling.max_new_tokens
-        )
-        keep_rows = self.samples_path is not None and self.trainer.is_global_zero
-        rows_path = self.samples_path.with_name("eval_samples.jsonl") if keep_rows else None  # type: ignore[union-attr]
-        elapsed = time.perf_counter() - start
-        record_evaluation(result, self.loggers, self.iteration, rows_path, elapsed)
-        self.last_eval = result
-        return result
 
     def finish(self) -> list[dict[str, Any]]:
         """After fit: the starting and the trained policy answer the same prompts (same seed);

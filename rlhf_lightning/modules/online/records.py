@@ -140,12 +140,12 @@ def record_evaluation(
     result: EvalResult,
     loggers: list[Logger],
     iteration: int,
-    rows_path: Path | None,
+    samples_path: Path | None,
     seconds: float,
 ) -> None:
     """``eval/*`` (and ``perf/evaluation_s``, its time) to the loggers at step `iteration` (the
-    policy after that many iterations) and the kept answers to `rows_path` (None: not
-    written, e.g. on ranks other than 0).
+    policy after that many iterations) and the kept answers to ``eval_samples.jsonl`` beside
+    `samples_path` (None: not written, e.g. on ranks other than 0).
 
     The loggers are called directly: ``self.log`` inside the iteration would merge these
     values into that iteration's training row, and the final evaluation comes after it.
@@ -154,5 +154,5 @@ def record_evaluation(
     metrics["perf/evaluation_s"] = seconds
     for logger in loggers:
         logger.log_metrics(metrics, step=iteration)
-    if rows_path is not None:
-        append_rows(rows_path, result.rows, step=iteration)
+    if samples_path is not None:
+        append_rows(samples_path.with_name("eval_samples.jsonl"), result.rows, step=iteration)
