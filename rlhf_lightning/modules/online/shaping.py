@@ -47,14 +47,15 @@ class ScoreShaping:
         clip: clamp the scores to ``[-clip, clip]``; None disables.
     """
 
-    overlong_buffer: int | None = None
-    overlong_penalty: float = 1.0
-    length_penalty: float | None = None
-    correct_reward: float = 1.0
     missing_stop_penalty: float | None = None
     scale: bool = False
     normalize: bool = False
     clip: float | None = None
+    # After the older fields, so positional construction (ppo_api) keeps its meaning.
+    overlong_buffer: int | None = None
+    overlong_penalty: float = 1.0
+    length_penalty: float | None = None
+    correct_reward: float = 1.0
 
 
 class ScoreShaper:
