@@ -38,3 +38,16 @@ def smoke_cfg(tmp_path: Path):
         )
 
     return make
+
+
+@pytest.fixture
+def composed(monkeypatch):
+    """Replace the training run with a recorder: each api call composes, nothing trains."""
+    configs = []
+
+    def record(cfg, dataset=None):
+        configs.append(cfg)
+        return {"run_dir": cfg.run_dir, "metrics": {}, "global_step": 0}
+
+    monkeypatch.setattr("rlhf_lightning.api.execute", record)
+    return configs

@@ -78,6 +78,9 @@ class RLAlgorithm:
             no informative group makes no update. Logged: ``rollout/dropped_groups``.
         log_entropy: log the policy's entropy (``train/entropy``; one more pass over the
             logits per minibatch).
+        importance_cap: when an inference engine sampled the rollout (``rollout=vllm``),
+            weigh each token's loss by min(pi_old / pi_sampler, cap), truncated importance
+            sampling (Yao et al. 2025); None trusts the sampler.
     """
 
     advantage: AdvantageEstimator
@@ -100,6 +103,7 @@ class RLAlgorithm:
     mask_truncated: bool = False
     dynamic_sampling: bool = False
     log_entropy: bool = False
+    importance_cap: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.value_loss, dict):
