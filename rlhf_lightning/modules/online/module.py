@@ -182,7 +182,10 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # Resumed with every iteration done (to finish and export): no further iteration.
         self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
-        return -1 if self.trainer.should_stop else None
+        if self.trainer.should_stop:
+            return -1
+        super().on_train_batch_start(batch, batch_idx)  # the held-out evaluation when due
+        return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
