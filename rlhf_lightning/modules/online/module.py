@@ -29,11 +29,13 @@ from rlhf_lightning.models import (
     export_model,
 )
 from rlhf_lightning.models.reference import ReferenceMode
+from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_summary
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.critic import Critic, with_critic
+from rlhf_lightning.modules.online.evaluation_hooks import HeldOutEvaluation
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
@@ -49,7 +51,7 @@ from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, Samp
 log = logging.getLogger(__name__)
 
 
-class OnlineRLModule(L.LightningModule):
+class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
     """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
 
     Args:
@@ -73,6 +75,9 @@ class OnlineRLModule(L.LightningModule):
             optimise (``modules/online/ahead.py``); 0 is synchronous.
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
+        evaluator: held-out evaluation (``data.eval_split``) before the first iteration, every
+            ``evaluator.every`` iterations and after the last (``eval/*`` metrics); answers go
+            to ``eval_samples.jsonl`` and the last result to ``eval.json`` beside samples_path.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
         seed: the run's seed; rollouts sample from (seed, iteration).
     """
@@ -99,6 +104,7 @@ class OnlineRLModule(L.LightningModule):
         samples_path: str | Path | None = None,
         sample_every: int = 10,
         compare_prompts: int = 16,
+        evaluator: Evaluator | None = None,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
         reward_timeout_s: float | None = 300.0,
@@ -132,6 +138,8 @@ class OnlineRLModule(L.LightningModule):
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
+        self.evaluator = evaluator
+        self.last_eval: EvalResult | None = None
         self.seed = seed
         self.core = OnlineRLCore(
             model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
@@ -174,7 +182,10 @@ class OnlineRLModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # Resumed with every iteration done (to finish and export): no further iteration.
         self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
-        return -1 if self.trainer.should_stop else None
+        if self.trainer.should_stop:
+            return -1
+        super().on_train_batch_start(batch, batch_idx)  # the held-out evaluation when due
+        return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
@@ -271,6 +282,9 @@ class OnlineRLModule(L.LightningModule):
         kl_coef = self.core.kl_controller.value
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
         metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
+        if self.algorithm.dynamic_sampling:  # groups the loss left out, over the whole batch
+            dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
+            metrics["rollout/dropped_groups"] = dropped.float().cpu()
         metrics["train/skipped_steps"] = float(self.guard.skipped)
         self._phase_seconds = {}
         self.log_dict(metrics, sync_dist=rank_and_world()[1] > 1)
@@ -295,7 +309,10 @@ class OnlineRLModule(L.LightningModule):
     def finish(self) -> list[dict[str, Any]]:
         """After fit: the starting and the trained policy answer the same prompts (same seed);
         both answers are scored and appended to samples.jsonl. Returns the rows ([] without a
-        reference, a samples file or prompts to compare on)."""
+        reference, a samples file or prompts to compare on). The last held-out evaluation goes
+        to eval.json and eval.md."""
+        if self.last_eval is not None and self.samples_path is not None:
+            write_eval_summary(self.samples_path.parent, self.last_eval, step=self.iteration)
         if self.reference is None or self.samples_path is None or not self.compare_prompts:
             return []
         batch = self.trainer.datamodule.first_batch(self.compare_prompts)
@@ -305,13 +322,8 @@ class OnlineRLModule(L.LightningModule):
             self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
             self.seed, columns,
         )  # fmt: skip
-        append_rows(
-            self.samples_path,
-            rows,
-            step=self.iteration,
-            global_step=self.global_step,
-            kind="final_comparison",
-        )
+        at = {"step": self.iteration, "global_step": self.global_step}
+        append_rows(self.samples_path, rows, **at, kind="final_comparison")
         return rows
 
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
