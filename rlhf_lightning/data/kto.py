@@ -20,9 +20,9 @@ prompt's start and the completion's end cut to ``max_length``).
 **The KL reference point.** KTO estimates KL(π‖π_ref) on mismatched (prompt, completion) pairs
 (Ethayarajh et al. 2024, §4). Each row's mismatched completion is fixed when the data is
 prepared: the completion of the next row (in dataset order, cyclically) whose prompt differs,
-or simply of the next row when every prompt is the same (the demo rows have no prompt). Paired
-data is laid out as its chosen rows, then its rejected rows, so a row's partner comes from
-another pair. TRL instead rotates the completions by one within each device batch, which needs
+or simply of the next row when every prompt is the same (the demo rows have no prompt). Each
+block of pairs tokenised together (``datasets.map``'s batch) is laid out as its chosen rows,
+then its rejected rows, so a row's partner comes from another pair. TRL instead rotates the completions by one within each device batch, which needs
 an unshuffled order; a fixed partner lets the data be shuffled and makes the estimate the same
 however a batch is split across processes. The mismatched sequence is ``lead + prompt + the
 partner's completion``, cut to ``max_length``.
