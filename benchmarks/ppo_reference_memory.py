@@ -114,7 +114,8 @@ def run_child(mode: str, args: argparse.Namespace) -> dict[str, Any]:
 
     lora, reference = MODES[mode]
     model, tokenizer = _build(args, lora=lora)
-    trainer = PPOTrainer(model, tokenizer, PPOConfig(), learning_rate=1e-5, reference=reference)
+    config = PPOConfig(learning_rate=1e-5)
+    trainer = PPOTrainer(config, model, tokenizer=tokenizer, reference=reference)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
     times = []
     for it in range(args.iterations):

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from rlhf_lightning.builtins import resolve_builtins
 from rlhf_lightning.config import compose_stage
 from rlhf_lightning.errors import ConfigError
+from rlhf_lightning.rundir import record_overrides
 
 _BUILTIN_MODELS = {"demo", "tiny", "tiny_llama"}
 
@@ -48,6 +49,14 @@ def compose_config(
     return resolve_builtins(compose_stage(stage, overrides, run_dir))
 
 
+def execute(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
+    """Run a composed config as the CLI would: built-in model names resolved (and built on first
+    use), then ``train.run``. Returns the ``metrics.json`` summary."""
+    from rlhf_lightning.train import run
+
+    return run(resolve_builtins(cfg), dataset=dataset)
+
+
 def run_stage(
     stage: str,
     model: str | Path | None = None,
@@ -64,21 +73,22 @@ def run_stage(
             `model_dir` of an earlier result); None keeps the stage's default model.
         dataset: a `datasets.Dataset` / `DatasetDict`, or a path / hub name (`data.path`);
             None keeps the stage's default data.
-        output_dir: the run directory (a fresh temporary one when None).
+        output_dir: the run directory; None: ``outputs/<stage>/<date>_<time>`` under the
+            current directory, as the CLI's.
         overrides: CLI-style overrides, e.g. `["optim.lr=3e-5", "data=tiny"]`; they come after
             the ones the arguments above make, so they win.
 
     Returns:
         The run directory, the last value of every metric, and the optimizer step count.
     """
-    from rlhf_lightning.train import run
-
     args = [] if model is None else _model_overrides(str(model))
     in_memory = dataset is not None and not isinstance(dataset, (str, Path))
     if dataset is not None and not in_memory:
         args.append(f"data.path={dataset}")
-    cfg = compose_config(stage, [*args, *overrides], run_dir=output_dir)
-    summary = run(cfg, dataset=dataset if in_memory else None)
+    cfg = compose_stage(stage, [*args, *overrides], output_dir)
+    # What the CLI's Hydra records: the model card's command that reproduces this run.
+    record_overrides(Path(cfg.run_dir), [f"stage={stage}", *args, *overrides])
+    summary = execute(cfg, dataset=dataset if in_memory else None)
     return StageResult(Path(summary["run_dir"]), summary["metrics"], summary["global_step"])
 
 
@@ -107,7 +117,8 @@ def sft(
         max_length: tokens per example.
         max_steps: optimizer steps.
         lora: train a LoRA adapter instead of all weights.
-        output_dir: the run directory (a fresh temporary one when None).
+        output_dir: the run directory; None: ``outputs/<stage>/<date>_<time>`` under the
+            current directory, as the CLI's.
         overrides: any further CLI-style overrides, e.g. `["optim.lr=3e-5"]`.
     """
     args = []
@@ -118,7 +129,7 @@ def sft(
         ("messages", messages_field),
     ):
         if column is not None:
-            args.append(f"+data.columns.{canonical}={column}")
+            args.append(f"data.columns.{canonical}={column}")
     if max_length is not None:
         args.append(f"data.max_length={max_length}")
     args += _common_overrides(max_steps=max_steps, lora=lora)
@@ -150,7 +161,8 @@ def reward(
             builds the demo policy as a side effect.)
         max_steps: optimizer steps.
         lora: train a LoRA adapter and the head instead of all weights.
-        output_dir: the run directory (a fresh temporary one when None).
+        output_dir: the run directory; None: ``outputs/<stage>/<date>_<time>`` under the
+            current directory, as the CLI's.
         overrides: any further CLI-style overrides, e.g. `["data=tiny_pairs"]`.
 
     Returns:
@@ -190,7 +202,8 @@ def ppo(
             function object must be importable by that path, which the saved config records.
         iterations: PPO iterations (rollout + optimisation).
         lora: train a LoRA adapter (the adapter-off base is then the reference).
-        output_dir: the run directory (a fresh temporary one when None).
+        output_dir: the run directory; None: ``outputs/<stage>/<date>_<time>`` under the
+            current directory, as the CLI's.
         overrides: any further CLI-style overrides, e.g. `["stage.algorithm.kl_coef=0.1"]`.
 
     With neither reward given, the stage default scores: the calibrated demo reward model.

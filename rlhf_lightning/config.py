@@ -6,7 +6,7 @@ resolves them (``rlhf_lightning.builtins``) before a run starts.
 
 from __future__ import annotations
 
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +20,8 @@ from rlhf_lightning.paths import config_dir
 def compose_stage(
     stage: str, overrides: Sequence[str] = (), run_dir: str | Path | None = None
 ) -> DictConfig:
-    """The composed config of `stage` with `overrides`, writing into `run_dir` (a fresh
-    temporary directory when None)."""
+    """The composed config of `stage` with `overrides`, writing into `run_dir` (when None,
+    ``outputs/<stage>/<date>_<time>`` under the current directory, as the CLI's)."""
     overrides = [f"stage={stage}", *overrides]
     if GlobalHydra.instance().is_initialized():
         # Inside a running Hydra app (e.g. a stage building the demo policy it starts from).
@@ -30,5 +30,16 @@ def compose_stage(
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
     with open_dict(cfg):
-        cfg.run_dir = str(run_dir or tempfile.mkdtemp(prefix=f"rlhf_lightning-{stage}-"))
+        cfg.run_dir = str(run_dir or default_run_dir(stage))
     return cfg
+
+
+def default_run_dir(stage: str, root: str | Path = "outputs") -> Path:
+    """``<root>/<stage>/<date>_<time>`` (the CLI's layout), absolute; a suffix ``-2``, ``-3``,
+    ... when two runs start within the same second."""
+    base = Path(root).resolve() / stage / time.strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path

@@ -23,8 +23,20 @@ class RewardError(RLHFError):
     """A reward source cannot be built, cannot be reached, or returned unusable scores."""
 
 
+class RolloutError(RLHFError):
+    """A rollout backend cannot be set up, started, reached, or gave an unusable answer.
+
+    The message names the backend, what failed and the fix (and, for a server the project
+    started, the tail of its log).
+    """
+
+
 class NumericalError(RLHFError):
     """Losses, gradients or weights stopped being finite and the run cannot go on."""
+
+
+class StorageError(RLHFError):
+    """The run directory cannot be written (a full disk, missing permissions)."""
 
 
 class RunInterrupted(RLHFError):

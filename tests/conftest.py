@@ -60,3 +60,16 @@ def toy_pairs(n: int = 96):
 def toy_pairs_fixture():
     """``toy_pairs(n)``: see the function."""
     return toy_pairs
+
+
+@pytest.fixture
+def composed(monkeypatch):
+    """Replace the training run with a recorder: each api call composes, nothing trains."""
+    configs = []
+
+    def record(cfg, dataset=None):
+        configs.append(cfg)
+        return {"run_dir": cfg.run_dir, "metrics": {}, "global_step": 0}
+
+    monkeypatch.setattr("rlhf_lightning.api.execute", record)
+    return configs

@@ -16,19 +16,6 @@ from rlhf_lightning.rewards.examples import letter_rate
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
-@pytest.fixture
-def composed(monkeypatch):
-    """Replace the training run with a recorder: each api call composes, nothing trains."""
-    configs = []
-
-    def record(cfg, dataset=None):
-        configs.append(cfg)
-        return {"run_dir": cfg.run_dir, "metrics": {}, "global_step": 0}
-
-    monkeypatch.setattr("rlhf_lightning.train.run", record)
-    return configs
-
-
 def test_reward_and_ppo_arguments_become_the_cli_overrides(composed, tmp_path):
     sft_dir, rm_dir = tmp_path / "sft" / "model", tmp_path / "rm" / "model"
     api.reward(sft_dir, calibrate_on=sft_dir, max_steps=7, output_dir=tmp_path / "a")

@@ -39,6 +39,12 @@ class RunProgressBar(RichProgressBar):
             return f"{self._phase:<10}"
         return "train" if self.trainer.max_epochs in (None, -1) else f"epoch {current_epoch}"
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        # The logger's version number: each run has a directory of its own, so it says nothing.
+        metrics.pop("v_num", None)
+        return metrics
+
     def set_phase(self, phase: str) -> None:
         """Show `phase` (e.g. ``rollout``) in the bar's description now."""
         self._phase = phase

@@ -115,3 +115,37 @@ def _render(
             "template accepts, or set model.chat_template."
         ) from err
     return text if isinstance(text, str) else str(text)
+
+
+def as_chat_turns(splits: Any, columns: dict[str, str], sides: tuple[str, ...]) -> Any:
+    """Plain-text rows as chat turns, for an instruct model's chat template.
+
+    The ``prompt`` column becomes a user turn; each column of `sides` (``completion`` for SFT,
+    ``chosen``/``rejected`` for preference pairs) becomes the assistant's answer to it. SFT rows
+    turn into one ``messages`` column (trained on the assistant turn only); pairs keep their
+    columns as message lists (``prompt`` the user turn, each side an assistant turn).
+
+    Args:
+        splits: a ``datasets.DatasetDict``.
+        columns: canonical name -> dataset column (``data.columns``).
+        sides: the canonical answer columns.
+
+    Returns:
+        The converted ``DatasetDict``; SFT rows under ``messages``, pairs under their own names.
+    """
+    prompt = columns.get("prompt", "prompt")
+
+    def user(text: Any) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": text}] if text else []
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        answers = {side: columns.get(side, side) for side in sides}
+        if sides == ("completion",):
+            turn = {"role": "assistant", "content": row[answers["completion"]]}
+            return {"messages": [*user(row.get(prompt)), turn]}
+        converted = {
+            name: [{"role": "assistant", "content": row[name]}] for name in answers.values()
+        }
+        return {**converted, prompt: user(row.get(prompt))}
+
+    return splits.map(convert)

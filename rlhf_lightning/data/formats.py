@@ -257,7 +257,24 @@ def _encode(texts: list[str], tokenizer: Any, *, special: bool) -> list[list[int
 
 def _ends(tokenizer: Any) -> tuple[int | None, int]:
     """``(bos, eos)`` ids, read once per batch (tokenizer attribute access is slow)."""
-    return tokenizer.bos_token_id, eos_token_id(tokenizer)
+    return document_bos(tokenizer), eos_token_id(tokenizer)
+
+
+def document_bos(tokenizer: Any) -> int | None:
+    """The BOS id to put in front of plain text, or None.
+
+    The tokenizer's BOS, unless that token marks a chat turn (it appears in the chat template,
+    e.g. SmolLM2's ``<|im_start|>``): plain text after a turn marker reads as a malformed chat
+    turn and the model degenerates, so such text starts without it, as the model saw it in
+    pretraining.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and tokenizer.bos_token and tokenizer.bos_token in template:
+        return None
+    return int(bos)
 
 
 def _with_bos(input_ids: list[int], bos: int | None) -> list[int]:

@@ -302,7 +302,7 @@ class KTODataModule(PreferenceDataModule):
     fingerprint_tag = "kto-v1"
     resolve_columns = staticmethod(resolve_kto_columns)
     reference_logp_keys = KTO_REFERENCE_KEYS
-    dropped_examples = "rows"
+    dropped_examples = "rows have no completion token"
 
     def _detect_format(self, dataset: datasets.Dataset, source: str) -> str:
         return detect_kto_format(dataset, self.columns, format=self.format, source=source)[0]

@@ -15,6 +15,7 @@ import datasets
 
 from rlhf_lightning.data.demo_corpus import load_demo_corpus
 from rlhf_lightning.data.demo_qa import DEMO_QA, build_demo_qa
+from rlhf_lightning.data.demo_toxic import DEMO_TOXIC, build_demo_toxic_prompts
 from rlhf_lightning.data.tasks import TASKS
 from rlhf_lightning.errors import DataError
 
@@ -116,6 +117,8 @@ def _load_splits(path: str) -> datasets.DatasetDict:
         return datasets.DatasetDict({"train": load_demo_corpus()})
     if path == DEMO_QA:
         return build_demo_qa()
+    if path == DEMO_TOXIC:
+        return build_demo_toxic_prompts()
     if path in TASKS:
         return TASKS[path]()
     local = Path(os.path.expanduser(path))

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from rlhf_lightning.data.chat import assistant_spans
-from rlhf_lightning.data.formats import _encode, eos_token_id
+from rlhf_lightning.data.formats import _encode, document_bos, eos_token_id
 from rlhf_lightning.data.validation import _FIX_ROWS, describe, require_messages, require_text
 from rlhf_lightning.errors import DataError
 
@@ -45,8 +45,9 @@ def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
         if with_specials[start : start + len(plain)] == plain:
             lead, tail = with_specials[:start], with_specials[start + len(plain) :]
             break
-    if not lead and tokenizer.bos_token_id is not None:
-        lead = [int(tokenizer.bos_token_id)]
+    bos = document_bos(tokenizer)
+    if not lead and bos is not None:
+        lead = [bos]
     end = tail or [eos_token_id(tokenizer)]
     return lead, end
 
@@ -209,7 +210,12 @@ def _message_side(
     first = mask.index(True)
     bos = tokenizer.bos_token_id
     lead = input_ids[:1] if first > 0 and bos is not None and input_ids[0] == bos else []
-    ends_already = len(input_ids) >= len(end) and input_ids[len(input_ids) - len(end) :] == end
+    # A turn closed by the end token itself (SmolLM2's EOS is its <|im_end|>) is not closed a
+    # second time; whitespace the template writes after the turn does not count.
+    closed = list(input_ids)
+    while closed and not tokenizer.decode(closed[-1:]).strip():
+        closed.pop()
+    ends_already = len(closed) >= len(end) and closed[len(closed) - len(end) :] == end
     return Side(
         lead,
         input_ids[len(lead) : first],

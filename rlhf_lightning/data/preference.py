@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rlhf_lightning.data.base import TokenizedDataModule
+from rlhf_lightning.data.chat import as_chat_turns
 from rlhf_lightning.data.demo_pairs import build_demo_pairs
 from rlhf_lightning.data.formats import AUTO
 from rlhf_lightning.data.loading import DEMO, load_table
@@ -74,7 +75,7 @@ class PreferenceDataModule(TokenizedDataModule):
     # The columns a reference's log-probs are stored in (``add_reference_logps``).
     reference_logp_keys = REFERENCE_LOGP_KEYS
     # What a dropped example is, in the warning that counts them.
-    dropped_examples = "pairs have a side"
+    dropped_examples = "pairs have a side with no completion token, or identical sides,"
 
     def __init__(
         self,
@@ -91,6 +92,7 @@ class PreferenceDataModule(TokenizedDataModule):
         max_samples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        chat: bool = False,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
         super().__init__()
@@ -114,6 +116,7 @@ class PreferenceDataModule(TokenizedDataModule):
         self.max_samples = max_samples
         self.num_workers = num_workers
         self.seed = seed
+        self.chat = chat
         self.dataset = dataset
         self.source = f"data.path={path}" if dataset is None else "data.dataset (in-memory)"
         self.train_dataset: datasets.Dataset | None = None
@@ -173,6 +176,13 @@ class PreferenceDataModule(TokenizedDataModule):
             setattr(self, name, dataset)
 
     def _load(self) -> datasets.DatasetDict:
+        splits = self._load_text()
+        if not self.chat:
+            return splits
+        self.format = "messages"  # a user turn and the assistant's two answers
+        return as_chat_turns(splits, self.columns, SIDES)
+
+    def _load_text(self) -> datasets.DatasetDict:
         if self.dataset is not None:
             return in_memory_splits(self.dataset, self.split, self.source)
         if self.path != DEMO:
@@ -214,8 +224,8 @@ class PreferenceDataModule(TokenizedDataModule):
         if dropped == 0:
             return
         message = (
-            f"{source}: {dropped} of {total} {role} {self.dropped_examples} with no completion "
-            f"token within data.max_length={self.max_length}"
+            f"{source}: {dropped} of {total} {role} {self.dropped_examples} within "
+            f"data.max_length={self.max_length} (nothing to learn from them)"
         )
         if dropped == total:
             raise DataError(f"{message}; none is left. Fix: raise data.max_length.")

@@ -11,10 +11,11 @@ import lightning as L
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from rlhf_lightning.data.base import resumable_loader
+from rlhf_lightning.data.base import EpochSampler, rank_slice, resumable_loader
 from rlhf_lightning.data.demo_prompts import demo_prompts
 from rlhf_lightning.data.loading import DEMO, load_table
 from rlhf_lightning.data.sft import in_memory_splits
+from rlhf_lightning.distributed import rank_and_world
 from rlhf_lightning.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,10 @@ class PromptDataModule(L.LightningDataModule):
         max_prompt_tokens: prompts longer than this (in tokens of `tokenizer`, BOS not
             counted) keep their last `max_prompt_tokens` tokens, the part the response
             continues; one warning gives the count and the first such row. None: no limit.
-        tokenizer: the policy's tokenizer, needed for `max_prompt_tokens`.
+        chat: render each prompt as a user turn through the tokenizer's chat template, with the
+            assistant's generation prompt after it (instruct models answer a turn; a plain
+            prompt is continued as text).
+        tokenizer: the policy's tokenizer, needed for `max_prompt_tokens` and `chat`.
         dataset: an in-memory `datasets.Dataset` instead of `path`.
     """
 
@@ -55,6 +59,7 @@ class PromptDataModule(L.LightningDataModule):
         opening_words: int = 3,
         seed: int = 0,
         max_prompt_tokens: int | None = None,
+        chat: bool = False,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
@@ -67,6 +72,7 @@ class PromptDataModule(L.LightningDataModule):
         self.opening_words = opening_words
         self.seed = seed
         self.max_prompt_tokens = max_prompt_tokens
+        self.chat = chat
         self.tokenizer = tokenizer
         self.dataset = dataset
         self.rows: datasets.Dataset | None = None
@@ -95,7 +101,21 @@ class PromptDataModule(L.LightningDataModule):
                 f"data.path={self.path}: row {bad[0]} has a non-text '{self.prompt_column}'. "
                 "Fix: every prompt must be a string."
             )
-        self.rows = self._truncate_long_prompts(rows)
+        rows = self._truncate_long_prompts(rows)
+        self.rows = self._as_chat_turns(rows) if self.chat else rows
+
+    def _as_chat_turns(self, rows: datasets.Dataset) -> datasets.Dataset:
+        """Each prompt as a user turn plus the assistant's generation prompt (chat template)."""
+        if self.tokenizer is None:
+            raise DataError("data.chat=true needs the policy's tokenizer (its chat template).")
+        column, tokenizer = self.prompt_column, self.tokenizer
+
+        def render(row: dict[str, Any]) -> dict[str, Any]:
+            turn = [{"role": "user", "content": row[column]}]
+            text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            return {column: text}
+
+        return rows.map(render, load_from_cache_file=False)
 
     def _truncate_long_prompts(self, rows: datasets.Dataset) -> datasets.Dataset:
         """Cut prompts over `max_prompt_tokens` to their last tokens; warn once with the count."""
@@ -128,6 +148,12 @@ class PromptDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call setup() first"
+        if len(self.rows) < self.batch_size:  # a partial batch is dropped: nothing would run
+            raise DataError(
+                f"data.path={self.path}: {len(self.rows)} prompts, fewer than one rollout batch "
+                f"(data.batch_size={self.batch_size}), so no iteration would run. Fix: lower "
+                "data.batch_size or give more prompts."
+            )
         # The order depends on (seed, epoch) only; the position is saved in checkpoints.
         return resumable_loader(
             self.rows,
@@ -136,6 +162,27 @@ class PromptDataModule(L.LightningDataModule):
             self._collate,
             drop_last=True,  # PPO minibatching needs full rollout batches
         )
+
+    def batch_at(self, step: int) -> dict[str, list]:
+        """The batch the training loader hands out at global `step` (0-based, across epochs).
+
+        The loader's order is a function of (seed, epoch) alone (``data.base.EpochSampler``), so
+        any step's batch is known in advance: rollouts for later iterations can be generated
+        ahead (asynchronous RL) and still be exactly the ones the loader will name.
+        """
+        assert self.rows is not None, "call setup() first"
+        rank, world = rank_and_world()
+        sampler = EpochSampler(len(self.rows), self.seed, True, self.batch_size)
+        per_epoch = len(sampler) // self.batch_size  # drop_last: full batches only
+        if per_epoch == 0:
+            raise DataError(
+                f"data.path={self.path}: {len(self.rows)} prompts do not fill one batch of "
+                f"{self.batch_size}. Fix: lower data.batch_size or give more prompts."
+            )
+        epoch, index = divmod(step, per_epoch)
+        mine = rank_slice(sampler.order(epoch), self.batch_size, rank, world)
+        rows = mine[index * self.batch_size : (index + 1) * self.batch_size].tolist()
+        return self._collate(list(self.rows.select(rows)))
 
     def first_batch(self, n: int) -> dict[str, list]:
         """The first `n` prompts (and their columns) in dataset order: fixed evaluation prompts."""

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from rlhf_lightning.data.base import ROW_COLUMN, TokenizedDataModule
+from rlhf_lightning.data.chat import as_chat_turns
 from rlhf_lightning.data.collate import pack_sequences, pad_batch
 from rlhf_lightning.data.formats import AUTO, detect_format, tokenize_rows
 from rlhf_lightning.data.loading import DEMO, load_table, pick_splits
@@ -70,6 +71,7 @@ class SFTDataModule(TokenizedDataModule):
         max_samples: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        chat: bool = False,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
     ) -> None:
         super().__init__()
@@ -83,7 +85,7 @@ class SFTDataModule(TokenizedDataModule):
         self.tokenizer = tokenizer
         self.path = path
         self.format = format
-        self.columns = dict(columns or {})
+        self.columns = {k: v for k, v in (columns or {}).items() if v is not None}
         self.split = split
         self.val_split = val_split
         self.val_fraction = val_fraction
@@ -94,6 +96,7 @@ class SFTDataModule(TokenizedDataModule):
         self.max_samples = max_samples
         self.num_workers = num_workers
         self.seed = seed
+        self.chat = chat
         self.dataset = dataset
         self.source = f"data.path={path}" if dataset is None else "data.dataset (in-memory)"
         self.train_dataset: datasets.Dataset | None = None
@@ -147,6 +150,23 @@ class SFTDataModule(TokenizedDataModule):
         loss_mask = torch.from_numpy(_flat(table, "loss_mask")).bool()
         return input_ids[loss_mask]
 
+    def sample_prompts(self, n: int, opening_tokens: int = 3) -> list[str]:
+        """Prompts from the data, to sample from the trained model: the untrained part (the
+        prompt, the conversation before the reply) of the first `n` validation examples, or of
+        training examples without validation; for plain text, its first `opening_tokens` tokens.
+        """
+        dataset = self.val_dataset if self.num_val_examples else self._ready(self.train_dataset)
+        rows = dataset.with_format(None)[: max(n, 0)]
+        bos = self.tokenizer.bos_token or ""
+        prompts = []
+        for ids, mask in zip(rows["input_ids"], rows["loss_mask"], strict=True):
+            first_target = mask.index(True) if True in mask else len(ids)
+            end = first_target if first_target > 1 else min(len(ids), 1 + opening_tokens)
+            text = self.tokenizer.decode(ids[:end], skip_special_tokens=False)
+            # The sampler starts an empty prompt at BOS itself.
+            prompts.append(text.removeprefix(bos) if bos else text)
+        return prompts
+
     def _raw_splits(self) -> tuple[datasets.Dataset, datasets.Dataset | None, str]:
         """``(train, validation or None, the split validation rows come from)``."""
         return prepare_splits(
@@ -161,8 +181,16 @@ class SFTDataModule(TokenizedDataModule):
 
     def _load(self) -> datasets.DatasetDict:
         if self.dataset is None:
-            return load_table(self.path, split=None)
-        return in_memory_splits(self.dataset, self.split, self.source)
+            splits = load_table(self.path, split=None)
+        else:
+            splits = in_memory_splits(self.dataset, self.split, self.source)
+        if not self.chat:
+            return splits
+        # prompt/completion rows as a user turn and the assistant's answer (chat template)
+        chat = as_chat_turns(splits, self.columns, ("completion",))
+        self.columns = {k: v for k, v in self.columns.items() if k not in ("prompt", "completion")}
+        self.format = "messages"
+        return chat
 
     def _tokenize(self, dataset: datasets.Dataset, role: str, origin: str) -> datasets.Dataset:
         """Tokenises the ``role`` (train/validation) rows, which come from split ``origin``."""
@@ -237,6 +265,12 @@ def prepare_splits(
     if max_samples is not None:
         train = _subset(train, max_samples, seed)
         val = _subset(val, max_samples, seed) if val is not None else None
+    if val is None and val_fraction > 0 and len(train) == 1:
+        raise DataError(
+            f"{source}: split '{split}' has 1 row, too few to hold out "
+            f"data.val_fraction={val_fraction} of it for validation and train on the rest. "
+            "Fix: give more rows, or data.val_fraction=0 to train without validation."
+        )
     if val is None and val_fraction > 0 and len(train) >= 2:
         n_val = max(1, round(len(train) * val_fraction))
         parts = train.train_test_split(test_size=n_val, shuffle=True, seed=seed)

@@ -109,15 +109,17 @@ class RunningMoments:
         self.count = float(state["count"])
 
 
-def _grouped(rewards: Tensor, group_size: int) -> Tensor:
-    """(B,) prompt-major -> (B // G, G): row g holds the samples of prompt g."""
-    if rewards.ndim != 1:
-        raise ValueError(f"rewards must be 1-D (B,), got shape {tuple(rewards.shape)}")
-    if group_size < 1 or rewards.numel() % group_size:
-        raise ValueError(
-            f"batch of {rewards.numel()} rewards does not split into groups of {group_size}"
-        )
-    return rewards.view(-1, group_size)
+def as_groups(x: Tensor, group_size: int, name: str = "rewards") -> Tensor:
+    """(B,) prompt-major -> (B // G, G): row i holds the G samples of prompt i.
+
+    Raises:
+        ValueError: If `x` is not 1-D or B does not split into groups of `group_size`.
+    """
+    if x.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (B,), got shape {tuple(x.shape)}")
+    if group_size < 1 or x.numel() % group_size:
+        raise ValueError(f"batch of {x.numel()} {name} does not split into groups of {group_size}")
+    return x.view(-1, group_size)
 
 
 def group_advantages(
@@ -147,7 +149,7 @@ def group_advantages(
     Raises:
         ValueError: On a bad layout, or a std over fewer than 2 samples.
     """
-    grouped = _grouped(rewards, group_size)
+    grouped = as_groups(rewards, group_size)
     centred = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
     if scale == "none":
         return centred
@@ -189,7 +191,7 @@ def rloo_advantages(rewards: Tensor, k: int, normalize: bool = False, eps: float
     """
     if k < 2:
         raise ValueError(f"rloo_advantages needs k >= 2 samples per prompt, got {k}")
-    grouped = _grouped(rewards, k)
+    grouped = as_groups(rewards, k)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (k - 1)
     advantages = (grouped - baseline).reshape(-1)
     if normalize:

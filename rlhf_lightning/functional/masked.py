@@ -7,7 +7,8 @@ placeholder such as TRL's ``INVALID_LOGPROB = 1.0`` cannot leak into sums or gra
 
 Empty masks: :func:`masked_sum` returns 0; :func:`masked_mean`, :func:`masked_var` and
 :func:`masked_whiten` raise ``ValueError``, because a mean over nothing is a bug upstream
-(an all-padding minibatch), not a number.
+(an all-padding minibatch), not a number. A single masked element is a real batch (one
+one-token response beside an empty one): its variance is 0 and it whitens to 0.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
     """Variance of ``x`` over all positions where ``mask`` is True.
 
     TRL's ``masked_var`` is unbiased (Bessel n/(n-1)); the Huang et al. 2024 code (SFD) uses the
-    biased one (ALGORITHMS.md §5.8), hence the flag.
+    biased one (ALGORITHMS.md §5.8), hence the flag. One element has no spread to estimate and
+    Bessel's factor would divide by zero, so its variance is 0 either way.
 
     Args:
         x: Values. Shape (...), e.g. (B, A).
@@ -79,21 +81,16 @@ def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
         unbiased: Apply Bessel's correction n/(n-1).
 
     Returns:
-        Scalar variance.
+        Scalar variance; 0 for a single masked element.
 
     Raises:
-        ValueError: If the mask is empty, or ``unbiased`` and it selects fewer than 2 elements.
+        ValueError: If the mask is empty.
     """
     mask = _check_mask(x, mask)
     n = int(mask.sum())
-    if unbiased and n < 2:
-        raise ValueError(
-            f"masked_var(unbiased=True) needs at least 2 masked elements, got {n}; "
-            "the Bessel correction n/(n-1) would divide by zero"
-        )
     centered = x - masked_mean(x, mask)
     variance = masked_mean(centered**2, mask)
-    return variance * (n / (n - 1)) if unbiased else variance
+    return variance * (n / (n - 1)) if unbiased and n > 1 else variance
 
 
 def masked_whiten(
@@ -123,7 +120,7 @@ def masked_whiten(
         Whitened values, 0 outside the mask. Same shape as ``x``.
 
     Raises:
-        ValueError: As :func:`masked_var`, e.g. a single masked element when ``unbiased``.
+        ValueError: If the mask is empty (a single element whitens to 0).
     """
     mask = _check_mask(x, mask)
     mean = masked_mean(x, mask)

@@ -166,7 +166,8 @@ def ppo_value_loss(
     """Clipped value loss ``0.5 · masked_mean(max((V-R)², (V_clip-R)²))``.
 
     ``V_clip = clamp(V, V_old - clip, V_old + clip)`` (ALGORITHMS.md §1.2 step 7). Multiply by
-    the value coefficient outside.
+    the value coefficient outside. A minibatch of empty responses has no value target: its
+    loss is 0, the token count clamped to 1 as the policy loss's ``token_mean`` does.
 
     Args:
         values: Current value predictions. Shape (B, A).
@@ -182,6 +183,7 @@ def ppo_value_loss(
     clipped_values = torch.clamp(values, old_values - clip, old_values + clip)
     unclipped_error = (values - returns).square()
     clipped_error = (clipped_values - returns).square()
-    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
-    clipfrac = masked_mean((clipped_error > unclipped_error).float(), mask).detach()
+    count = mask.sum().clamp(min=1)
+    loss = 0.5 * masked_sum(torch.maximum(unclipped_error, clipped_error), mask) / count
+    clipfrac = (masked_sum((clipped_error > unclipped_error).float(), mask) / count).detach()
     return ValueLossOutput(loss=loss, clipfrac=clipfrac)

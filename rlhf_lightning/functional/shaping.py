@@ -11,16 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _groups(x: Tensor, group_size: int, name: str) -> Tensor:
-    """(B,) prompt-major -> (B // G, G): row i holds the G samples of prompt i."""
-    if x.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (B,), got shape {tuple(x.shape)}")
-    if group_size < 1 or x.numel() % group_size:
-        raise ValueError(
-            f"{name} of {x.numel()} rows does not split into groups of group_size={group_size}"
-        )
-    return x.view(-1, group_size)
+from rlhf_lightning.functional.advantages import as_groups
 
 
 def overlong_penalty(
@@ -100,7 +91,7 @@ def length_penalty(lengths: Tensor, correct: Tensor, group_size: int) -> Tensor:
             f"correct {tuple(correct.shape)} and lengths {tuple(lengths.shape)} differ in shape"
         )
     lengths = lengths if lengths.is_floating_point() else lengths.to(torch.get_default_dtype())
-    grouped = _groups(lengths, group_size, "lengths")  # (B/G, G)
+    grouped = as_groups(lengths, group_size, "lengths")  # (B/G, G)
     min_len = grouped.amin(dim=1, keepdim=True)
     span = grouped.amax(dim=1, keepdim=True) - min_len
     # A flat group gets λ = 0; the where keeps the division by 0 out of the result.
@@ -131,7 +122,7 @@ def informative_groups(rewards: Tensor, group_size: int, atol: float = 0.0) -> T
     """
     if atol < 0:
         raise ValueError(f"atol must be >= 0, got {atol}")
-    grouped = _groups(rewards, group_size, "rewards")
+    grouped = as_groups(rewards, group_size)
     spread = grouped.amax(dim=1) - grouped.amin(dim=1)
     return spread > atol
 

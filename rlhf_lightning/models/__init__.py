@@ -1,5 +1,6 @@
 """Model loading, LoRA wrapping and export."""
 
+from rlhf_lightning.models.card import ModelCard, card_for_model, write_model_card
 from rlhf_lightning.models.critic import ValueModel
 from rlhf_lightning.models.dropout import disable_dropout
 from rlhf_lightning.models.export import export_model
@@ -27,9 +28,11 @@ from rlhf_lightning.models.value_head import (
 
 __all__ = [
     "LoraSpec",
+    "ModelCard",
     "ModelSpec",
     "apply_lora",
     "build_causal_lm",
+    "card_for_model",
     "disable_dropout",
     "export_model",
     "is_peft_model",
@@ -37,6 +40,7 @@ __all__ = [
     "load_pretrained_causal_lm",
     "load_tokenizer",
     "prepare_tokenizer",
+    "write_model_card",
     # PPO: critics and the reference policy
     "AdapterDisabledReference",
     "CausalLMWithValueHead",

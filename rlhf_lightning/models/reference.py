@@ -115,11 +115,16 @@ class FrozenCopyReference(nn.Module):
 
     Args:
         policy: The policy (LM, peft model or ``CausalLMWithValueHead``) at its initial weights.
+        copy: False when `policy` already is a copy of its own (e.g. TRL's
+            ``create_reference_model``): it is frozen in place, not copied again.
     """
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, *, copy: bool = True) -> None:
         super().__init__()
-        self.model = create_reference_model(policy)
+        if copy:
+            self.model = create_reference_model(policy)
+        else:
+            self.model = disable_dropout(_policy_lm(policy).requires_grad_(False)).eval()
 
     def train(self, mode: bool = True) -> FrozenCopyReference:
         return super().train(False)

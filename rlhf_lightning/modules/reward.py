@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,19 @@ from rlhf_lightning.data import PreferenceDataModule
 from rlhf_lightning.data.demo_prompts import demo_prompts
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import pairwise_loss
-from rlhf_lightning.models import ModelSpec, disable_dropout, export_model, load_model_and_tokenizer
+from rlhf_lightning.models import (
+    ModelSpec,
+    disable_dropout,
+    export_model,
+    is_peft_model,
+    load_model_and_tokenizer,
+)
 from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
 from rlhf_lightning.rewards import ModelReward
+from rlhf_lightning.rewards.model import CALIBRATION_FILE
 from rlhf_lightning.rollout import sample_completions
+from rlhf_lightning.rundir import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +159,15 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
         return {"mean": mean, "std": std}
 
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
-        """The reward model and its tokenizer (``AutoModelForSequenceClassification`` loads it)."""
+        """The reward model and its tokenizer (``AutoModelForSequenceClassification`` loads it).
+
+        A LoRA export holds no model config, so its calibration goes beside the adapter in
+        ``reward_calibration.json`` (read by ``ModelReward`` and ``AdapterReward``).
+        """
         export_model(self.model, self._tokenizer(), out_dir, merge_lora=merge_lora)
+        calibration = getattr(self.model.config, "reward_calibration", None)
+        if calibration is not None and is_peft_model(self.model):
+            atomic_write_text(out_dir / CALIBRATION_FILE, json.dumps(calibration) + "\n")
 
     def _tokenizer(self) -> PreTrainedTokenizerBase:
         if self.tokenizer is None:

@@ -43,7 +43,8 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
             (``target_tokens``) when the fit starts.
         sample_prompts / num_samples / sample_max_new_tokens: completions sampled after
             training (the prompts cycled to `num_samples`), printed and appended to
-            `samples_path`.
+            `samples_path`. None takes `num_samples` prompts from the data
+            (``SFTDataModule.sample_prompts``: the prompts, or openings of plain text).
         seed: the samples' seed.
     """
 
@@ -57,7 +58,7 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         optimizer: OptimizerFactory = torch.optim.AdamW,
         scheduler: SchedulerFactory | None = None,
         unigram_perplexity: float | None = None,
-        sample_prompts: Sequence[str] = (),
+        sample_prompts: Sequence[str] | None = None,
         num_samples: int = 0,
         sample_max_new_tokens: int = 40,
         samples_path: str | Path | None = None,
@@ -72,7 +73,7 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         self.scheduler_factory = scheduler
         self.unigram_perplexity = unigram_perplexity
         self._baseline_known = unigram_perplexity is not None
-        self.sample_prompts = list(sample_prompts)
+        self.sample_prompts = None if sample_prompts is None else list(sample_prompts)
         self.num_samples = num_samples
         self.sample_max_new_tokens = sample_max_new_tokens
         self.samples_path = Path(samples_path) if samples_path is not None else None
@@ -86,6 +87,8 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         if self._baseline_known or not hasattr(datamodule, "target_tokens"):
             return
         datamodule.setup("fit")
+        if getattr(datamodule, "val_dataset", None) is None:
+            return  # no validation split (data.val_fraction=0): no baseline to log
         self.unigram_perplexity = unigram_baseline(
             datamodule.target_tokens("train"),
             datamodule.target_tokens("validation"),
@@ -153,8 +156,13 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
 
     def finish(self) -> list[dict[str, Any]]:
         """After fit: sample `num_samples` completions of `sample_prompts`; print and save them."""
-        prompts = (self.sample_prompts * self.num_samples)[: self.num_samples]
-        if not prompts or self.tokenizer is None:
+        if self.tokenizer is None or self.num_samples <= 0:
+            return []
+        if self.sample_prompts is not None:
+            prompts = (self.sample_prompts * self.num_samples)[: self.num_samples]
+        else:
+            prompts = self.trainer.datamodule.sample_prompts(self.num_samples)
+        if not prompts:
             return []
         completions = sample_completions(
             self.model,

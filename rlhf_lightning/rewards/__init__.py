@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlhf_lightning.errors import RewardError
+from rlhf_lightning.rewards.adapter import AdapterReward
 from rlhf_lightning.rewards.base import RewardSource, check_inputs, check_scores
 from rlhf_lightning.rewards.callable import CallableReward
 from rlhf_lightning.rewards.encoding import encode_for_reward
@@ -39,6 +40,7 @@ from rlhf_lightning.rewards.verifiers import (
 )
 
 __all__ = [
+    "AdapterReward",
     "CallableReward",
     "CodeReward",
     "CountdownReward",

@@ -25,6 +25,10 @@ class CallableReward:
     Columns the function does not name are not passed to it, unless it takes ``**kwargs``; so a
     dataset may carry columns that only some reward functions read.
 
+    A function with a parameter named ``completions`` gets everything by name, as TRL calls its
+    reward functions: ``def reward_len(completions, **kwargs)`` works unchanged (``prompts``
+    too when it names it or takes ``**kwargs``).
+
     Args:
         function: A callable, or its import path ``"package.module:function"``
             (``"package.module:Class.method"`` also works).
@@ -45,7 +49,10 @@ class CallableReward:
             )
         self.name = function if isinstance(function, str) else function_name(self.function)
         self.kwargs = kwargs
-        self._accepts_any, self._params = _parameters(self.function)
+        names = _parameter_names(self.function)
+        self._by_name = "completions" in names
+        self._accepts_any, self._params = _parameters(self.function, self._by_name)
+        self._takes_prompts = "prompts" in names or self._accepts_any
 
     @property
     def source(self) -> str:
@@ -57,7 +64,13 @@ class CallableReward:
         batch = check_inputs(prompts, completions, columns, self.source)
         arguments = self._arguments(columns)
         try:
-            scores = self.function(list(prompts), list(completions), **arguments)
+            if self._by_name:
+                texts = {"completions": list(completions)}
+                if self._takes_prompts:
+                    texts["prompts"] = list(prompts)
+                scores = self.function(**texts, **arguments)
+            else:
+                scores = self.function(list(prompts), list(completions), **arguments)
         except RewardError:
             raise
         except Exception as err:
@@ -146,10 +159,21 @@ def function_name(function: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def _parameters(function: Callable[..., Any]) -> tuple[bool, dict[str, bool]]:
-    """(takes **kwargs, {keyword parameter after the first two: required}).
+def _parameter_names(function: Callable[..., Any]) -> list[str]:
+    try:
+        return list(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return []
 
-    A signature Python cannot inspect (some builtins) is treated as accepting everything.
+
+def _parameters(
+    function: Callable[..., Any], by_name: bool = False
+) -> tuple[bool, dict[str, bool]]:
+    """(takes **kwargs, {keyword parameter other than the texts': required}).
+
+    The texts' parameters are the first two positional ones, or with `by_name` those named
+    ``prompts`` and ``completions``. A signature Python cannot inspect (some builtins) is
+    treated as accepting everything.
     """
     try:
         signature = inspect.signature(function)
@@ -159,7 +183,6 @@ def _parameters(function: Callable[..., Any]) -> tuple[bool, dict[str, bool]]:
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params)
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     keyword = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    # The first two positional parameters receive prompts and completions.
-    skipped = {p.name for p in positional[:2]}
+    skipped = {"prompts", "completions"} if by_name else {p.name for p in positional[:2]}
     named = {p.name: p.default is p.empty for p in keyword if p.name not in skipped}
     return accepts_any, named

@@ -64,6 +64,13 @@ class WeightedReward:
         self.weights: dict[str, float] = {name: float(w) for name, w in weights.items()}
         self.last_components: dict[str, Tensor] = {}
 
+    def attach(self, policy: Any) -> None:
+        """Pass the policy to every source that shares its weights (``AdapterReward``)."""
+        for source in self.sources.values():
+            attach = getattr(source, "attach", None)
+            if attach is not None:
+                attach(policy)
+
     def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> Tensor:
         """Score the batch with every source and sum. Returns (B,) float32 on CPU."""
         batch = check_inputs(prompts, completions, columns, "weighted reward")

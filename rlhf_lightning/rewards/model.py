@@ -20,11 +20,13 @@ reward stage after training), scores are returned as ``(score - m) / s``.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import torch
+from peft import AutoPeftModelForSequenceClassification
 from torch import Tensor, nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -34,6 +36,10 @@ from rlhf_lightning.rewards.base import check_inputs, check_scores
 from rlhf_lightning.rewards.encoding import encode_for_reward, left_align, right_pad
 
 log = logging.getLogger(__name__)
+
+# Where a LoRA reward-model export keeps its calibration (it has no model config of its own).
+CALIBRATION_FILE = "reward_calibration.json"
+ADAPTER_CONFIG = "adapter_config.json"
 
 _DTYPES = {
     "float32": torch.float32,
@@ -124,12 +130,7 @@ class ModelReward:
                 f"reward model {path}: dtype={dtype} is unknown. Fix: one of {sorted(_DTYPES)}."
             )
         try:
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                path,
-                dtype=_DTYPES[dtype or "float32"],
-                trust_remote_code=trust_remote_code,
-                output_loading_info=True,
-            )
+            model, info = _load_classifier(path, _DTYPES[dtype or "float32"], trust_remote_code)
             tok = AutoTokenizer.from_pretrained(
                 tokenizer or path, trust_remote_code=trust_remote_code
             )
@@ -140,6 +141,13 @@ class ModelReward:
                 "directory a reward run exported (<run_dir>/model), with config.json, weights and "
                 "tokenizer files, or at a hub id cached on this machine."
             ) from err
+        if (Path(path) / ADAPTER_CONFIG).is_file():
+            # A LoRA export saves no model config: the base's may name another pad token than
+            # the tokenizer the reward model was trained with, which is saved beside it.
+            model.config.pad_token_id = tok.pad_token_id
+        calibration = Path(path) / CALIBRATION_FILE  # a LoRA export keeps it beside the adapter
+        if calibration.is_file() and getattr(model.config, "reward_calibration", None) is None:
+            model.config.reward_calibration = json.loads(calibration.read_text())
         missing = sorted(info.get("missing_keys", ()))
         if missing:
             raise RewardError(
@@ -309,8 +317,24 @@ def _check_local_dir(path: str) -> None:
             f"reward model {path}: no such directory. Fix: set reward.path to the directory a "
             "reward run exported (<run_dir>/model)."
         )
-    if not (directory / "config.json").is_file():
+    if not any((directory / name).is_file() for name in ("config.json", ADAPTER_CONFIG)):
         raise RewardError(
-            f"reward model {path}: the directory has no config.json. Fix: point reward.path at "
-            "a directory written by save_pretrained (<run_dir>/model of a reward run)."
+            f"reward model {path}: the directory has no config.json (nor adapter_config.json). "
+            "Fix: point reward.path at a directory written by save_pretrained (<run_dir>/model "
+            "of a reward run)."
         )
+
+
+def _load_classifier(
+    path: str, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A sequence classifier and its loading info; a LoRA export is merged into its base (the
+    adapter's score head included), so scoring runs one plain model."""
+    if (Path(path) / ADAPTER_CONFIG).is_file():
+        adapted = AutoPeftModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        return adapted.merge_and_unload(), {"missing_keys": []}
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=dtype, trust_remote_code=trust_remote_code, output_loading_info=True
+    )

@@ -9,8 +9,11 @@ KV cache, row-keyed randomness): there is nothing to sync.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Protocol
 
+import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
@@ -54,7 +57,25 @@ class RolloutBackend(Protocol):
 
 
 class HFBackend:
-    """The trainer's own model samples (``generate_rollout``): nothing to sync."""
+    """The trainer's own model samples (``generate_rollout``).
+
+    Args:
+        own_copy: sample with a copy of the policy kept by the backend and refreshed by
+            :meth:`sync` after every optimisation phase, instead of the policy itself: what
+            asynchronous RL (``stage.max_staleness`` > 0) needs, since rollouts for later
+            iterations are then generated while the trainer changes its weights. Costs a second
+            copy of the weights.
+    """
+
+    def __init__(self, own_copy: bool = False) -> None:
+        self.own_copy = own_copy
+        self.model: nn.Module | None = None
+        self.version = 0
+
+    @property
+    def holds_own_weights(self) -> bool:
+        """Whether sampling reads weights of its own, which the trainer may change meanwhile."""
+        return self.own_copy
 
     def generate(
         self,
@@ -67,8 +88,13 @@ class HFBackend:
         row_keys: Tensor,
         record_values: bool = False,
     ) -> RolloutBatch:
-        return generate_rollout(
-            policy,
+        model = policy
+        if self.own_copy:
+            if self.model is None:  # the weights being trained now, a fresh or a resumed run's
+                self.model = copy.deepcopy(policy).requires_grad_(False)
+            model = self.model
+        rollout = generate_rollout(
+            model,
             tokenizer,
             prompts=prompts,
             config=sampling,
@@ -76,6 +102,14 @@ class HFBackend:
             row_keys=row_keys,
             record_values=record_values,
         )
+        return (
+            dataclasses.replace(rollout, policy_version=self.version) if self.own_copy else rollout
+        )
 
     def sync(self, policy: nn.Module, version: int) -> None:
-        """Nothing: the rollout reads the policy's own weights."""
+        """Refresh the copy with the policy's weights (nothing to do without one)."""
+        if self.model is not None:
+            with torch.no_grad():
+                for mine, theirs in zip(self.model.parameters(), policy.parameters(), strict=True):
+                    mine.copy_(theirs)
+        self.version = version

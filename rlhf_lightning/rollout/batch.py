@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -43,6 +44,8 @@ class RolloutBatch:
             (position t: the state before response token t), recorded while sampling
             (``generate_rollout(record_values=True)``). 0 outside ``response_mask``.
             Shape (B, A), fp32.
+        policy_version: The version of the policy that sampled the rollout (optimisation phases
+            before it), when the backend keeps its own copy of the weights; None otherwise.
     """
 
     query_ids: Tensor
@@ -55,6 +58,7 @@ class RolloutBatch:
     logprobs: Tensor | None = None
     policy_logprobs: Tensor | None = None
     policy_values: Tensor | None = None
+    policy_version: int | None = None
 
     def __post_init__(self) -> None:
         batch, _ = self.query_ids.shape
@@ -146,7 +150,7 @@ class RolloutBatch:
         completions: list[str] | None = None,
     ) -> RolloutBatch:
         """A copy with ``fn`` applied to every tensor field and new (or copied) text lists."""
-        tensors = {
+        tensors: dict[str, Any] = {
             field.name: fn(value)
             for field in dataclasses.fields(self)
             if isinstance(value := getattr(self, field.name), Tensor)

@@ -70,7 +70,7 @@ def generate_rollout(
         return_logprobs: Also return the log-probs of the sampled tokens under the sampling
             distribution, from ``generate``'s scores (logits / temperature after any top-k/top-p
             filtering, and without the pad token, which is never sampled). They equal
-            :func:`~rlhf_lightning.rollout.logprobs.response_logprobs` at the same temperature
+            :func:`~rlhf_lightning.rollout.scoring.score_tokens` at the same temperature
             when sampling is on-policy, up to the pad token's probability (~0 for a trained
             model).
         row_keys: One int key per row (e.g. its index in the global batch). With a

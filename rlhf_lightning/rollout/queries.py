@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.data.formats import document_bos
+
 
 def start_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     """The token an empty query starts from: BOS, else EOS (GPT-2 style "document start")."""
@@ -35,16 +37,17 @@ def encode_prompts(
     Args:
         tokenizer: Any HF tokenizer; its own special-token post-processing is not applied.
         prompts: B strings; an empty prompt becomes ``[BOS]`` so generation has a context.
-        prepend_bos: Put BOS first when the tokenizer has one and the prompt does not already
-            start with it. The SFT data does the same (``data/formats.py::_with_bos``), so the
-            policy sees queries shaped like its training examples.
+        prepend_bos: Put BOS first when the tokenizer has a document BOS
+            (``data.formats.document_bos``: not a chat-turn marker) and the prompt does not
+            already start with it. The SFT data does the same (``data/formats.py::_with_bos``),
+            so the policy sees queries shaped like its training examples.
 
     Returns:
         B lists of ids.
     """
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
     start = start_token_id(tokenizer)
-    bos = tokenizer.bos_token_id if prepend_bos else None
+    bos = document_bos(tokenizer) if prepend_bos else None
     rows = []
     for ids in encoded:
         ids = list(ids)

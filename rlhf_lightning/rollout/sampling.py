@@ -28,7 +28,7 @@ class SamplingConfig:
             ``contains_stop`` False.
         min_new_tokens: Forbid the stop tokens before this many tokens (off-policy when > 0).
         temperature: Logits are divided by it. Score the rollout at the same temperature
-            (``response_logprobs(temperature=...)``) or the PPO ratio is not 1 on the first
+            (``score_tokens(temperature=...)``) or the PPO ratio is not 1 on the first
             minibatch (ALGORITHMS.md §2 "Temperature").
         top_k: Keep the k most likely tokens; 0 disables (off-policy when != 0).
         top_p: Nucleus sampling mass; 1.0 disables (off-policy when != 1).

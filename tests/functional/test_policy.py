@@ -164,3 +164,13 @@ def test_ppo_value_loss_algorithms_1_4():
     assert out.loss.item() * 0.1 == approx(
         0.0045
     )  # the value coefficient 0.1 applied by the caller
+
+
+def test_ppo_value_loss_of_a_minibatch_without_tokens_is_zero():
+    # A minibatch of empty responses (one empty response beside another, split in two): no
+    # value target, loss 0 and no gradient, as token_mean gives the policy loss.
+    values = t([0.9, 0.3]).requires_grad_()
+    out = ppo_value_loss(values, t([0.5, 0.5]), t([1.0, 0.0]), t([False, False]))
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and out.clipfrac.item() == 0.0
+    assert values.grad.flatten().tolist() == [0.0, 0.0]

@@ -124,3 +124,29 @@ def test_chat_targets_and_preference_pairs_on_the_converted_tokenizer(tiny_gguf)
         ids, mask = pair[f"{side}_input_ids"], pair[f"{side}_completion_mask"]
         completion = tok.decode([t for t, m in zip(ids, mask, strict=True) if m])
         assert completion.startswith(row[side][-1]["content"] + "<|im_end|>")
+
+
+def test_the_sft_stage_trains_two_steps_on_a_gguf_file(tiny_gguf, tmp_path):
+    """`model.name_or_path=DIR model.gguf_file=NAME`: the CLI's path, converted once, exported as
+    a normal Hugging Face directory (with LoRA: an adapter on the converted base)."""
+    from rlhf_lightning.api import compose_config
+    from rlhf_lightning.train import run
+
+    path, _, _ = tiny_gguf()
+    cfg = compose_config(
+        "sft",
+        [
+            "experiment=smoke",
+            "model=pretrained",
+            f"model.name_or_path={path.parent}",
+            f"model.gguf_file={path.name}",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "stage.num_samples=1",
+        ],
+        run_dir=tmp_path / "sft",
+    )
+    summary = run(cfg)
+    assert summary["global_step"] == 2
+    exported, tok = load_model_and_tokenizer(ModelSpec(name_or_path=str(tmp_path / "sft/model")))
+    assert exported.config.model_type == "llama" and len(tok) == exported.config.vocab_size

@@ -44,7 +44,7 @@ def _tiny_policy():
 
 def test_first_minibatch_ratio_is_one_and_kl_zero_at_init():
     policy, tok = _tiny_policy()
-    trainer = PPOTrainer(policy, tok, PPOConfig(ppo_epochs=1, num_minibatches=1))
+    trainer = PPOTrainer(PPOConfig(ppo_epochs=1, num_minibatches=1), policy, tokenizer=tok)
     assert all(m.p == 0 for m in policy.modules() if isinstance(m, torch.nn.Dropout))
     rollout = generate_rollout(
         policy,
@@ -109,9 +109,8 @@ def test_ppo_stage_raises_a_toy_reward(tmp_path):
 
 def test_custom_loop_api_with_a_python_reward():
     policy, tok = _tiny_policy()
-    trainer = PPOTrainer(
-        policy, tok, PPOConfig(ppo_epochs=4, num_minibatches=2, score_norm=True), learning_rate=1e-2
-    )
+    config = PPOConfig(ppo_epochs=4, num_minibatches=2, use_score_norm=True, learning_rate=1e-2)
+    trainer = PPOTrainer(config, policy, tokenizer=tok)
     queries = ["I love", "The flight", "my phone", "Self-driving cars"] * 4
     history = []
     for i in range(12):
@@ -223,5 +222,5 @@ def test_shared_critic_experience_reuses_sampling_without_a_policy_forward():
     for name in ("old_logprobs", "old_values", "advantages", "returns", "sequence_kl"):
         assert torch.allclose(getattr(fast, name), getattr(slow, name), atol=1e-5), name
     assert not OnlineRLCore(
-        policy, core.reference, PPOConfig(kl_estimator="full").algorithm()
+        policy, core.reference, PPOConfig(kl_penalty="full").algorithm()
     ).records_values_while_sampling

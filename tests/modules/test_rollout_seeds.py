@@ -12,7 +12,7 @@ def _seed(run_seed: int, iteration: int, tag: str = "ppo") -> int:
     group_size = 1 if tag == "ppo" else 4  # the tag follows the algorithm's group size
     algorithm = SimpleNamespace(group_size=group_size)
     state = SimpleNamespace(seed=run_seed, iteration=iteration, algorithm=algorithm)
-    return OnlineRLModule.rollout_seed(state)  # type: ignore[arg-type]
+    return OnlineRLModule.rollout_seed(state, iteration)  # type: ignore[arg-type]
 
 
 def test_rollout_seed_follows_run_seed_and_iteration():

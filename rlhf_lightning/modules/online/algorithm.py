@@ -86,6 +86,9 @@ class RLAlgorithm:
         mask_truncated: leave responses that never stopped out of the loss (DAPO).
         log_entropy: log the policy's entropy (``train/entropy``; one more pass over the
             logits per minibatch).
+        importance_cap: when an inference engine sampled the rollout (``rollout=vllm``),
+            weigh each token's loss by min(pi_old / pi_sampler, cap), truncated importance
+            sampling (Yao et al. 2025); None trusts the sampler.
     """
 
     advantage: AdvantageEstimator
@@ -107,6 +110,7 @@ class RLAlgorithm:
     target_kl: float | None = None
     mask_truncated: bool = False
     log_entropy: bool = False
+    importance_cap: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.value_loss, dict):

@@ -33,6 +33,7 @@ from rlhf_lightning.functional import (
     masked_mean,
     ppo_value_loss,
     sequence_kl,
+    truncated_importance_weights,
 )
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm, ScoreShaping
@@ -54,6 +55,7 @@ class Experience(NamedTuple):
     returns: Tensor | None
     scores: Tensor  # shaped
     sequence_kl: Tensor  # k1 estimate of each response's KL to the reference (0 without one)
+    sampler_logprobs: Tensor | None = None  # an inference engine's, when it sampled
 
     def select(self, rows: Tensor) -> Experience:
         return Experience(
@@ -181,6 +183,7 @@ class OnlineRLCore:
                 if ref_logprobs is not None
                 else torch.zeros_like(scores)
             ),
+            sampler_logprobs=None if rollout.logprobs is None else rollout.logprobs.to(ids.device),
         )
 
     def _can_reuse_sampling_logprobs(self, rollout: RolloutBatch) -> bool:
@@ -209,6 +212,19 @@ class OnlineRLCore:
         logprobs = scored.logprobs
         policy = algo.policy_loss(logprobs, exp.old_logprobs, exp.advantages, m)
         losses = policy.losses
+        importance = None
+        if algo.importance_cap is not None and exp.sampler_logprobs is not None:
+            # The sampler's distribution is not quite the trainer's: truncated importance
+            # sampling reweights each token's loss by min(pi_old / pi_sampler, cap).
+            importance = truncated_importance_weights(
+                exp.old_logprobs, exp.sampler_logprobs, m, algo.importance_cap
+            )
+            if losses.ndim != 2:
+                raise ValueError(
+                    "algorithm.importance_cap reweights tokens, but this policy loss is per "
+                    "sequence. Fix: importance_cap=null, or a token-level policy loss."
+                )
+            losses = losses * importance.weights
         kl_term = algo.kl.loss(logprobs, exp.ref_logprobs, m, self.kl_controller.value)
         if kl_term is not None:
             if losses.ndim != 2:
@@ -246,6 +262,8 @@ class OnlineRLCore:
             if skipped:  # a broken minibatch: no update from it (classic TRL ratio_threshold)
                 loss = loss * 0.0
             stats["train/skipped_minibatch"] = skipped.float()
+        if importance is not None:
+            stats["train/importance_clipfrac"] = importance.clipfrac
         if scored.entropy is not None:
             stats["train/entropy"] = (
                 masked_mean(scored.entropy, m) if m.any() else scored.entropy.new_zeros(())

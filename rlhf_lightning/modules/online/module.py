@@ -12,40 +12,41 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
-from rlhf_lightning.distributed import all_reduce_sum, gather_rows, rank_and_world
+from rlhf_lightning.deadline import checked_timeout
+from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
-    CausalLMWithValueHead,
-    ValueModel,
     build_reference,
     disable_dropout,
     export_model,
 )
 from rlhf_lightning.models.reference import ReferenceMode
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
+from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
-from rlhf_lightning.modules.online.core import OnlineRLCore
+from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
+from rlhf_lightning.modules.online.critic import Critic, with_critic
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
+    extra_metrics,
     iteration_metrics,
     sample_rows,
+    write_samples,
 )
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rewards.base import RewardSource, score_within
 from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
-
-Critic = Literal["none", "shared", "separate"]
 
 
 class OnlineRLModule(L.LightningModule):
@@ -57,6 +58,7 @@ class OnlineRLModule(L.LightningModule):
         tokenizer: its tokenizer.
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
         reward: any reward source; extra prompt columns reach it as keyword arguments.
+        reward_timeout_s: seconds per scoring call (``score_within``); None: unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
             optimizer step, planned from ``iterations``.
@@ -67,6 +69,8 @@ class OnlineRLModule(L.LightningModule):
             initialised from ``critic_init``, a reward model) or ``none``.
         critic_init: the reward model a separate critic starts from.
         rollout: the rollout backend; None samples with the policy itself (``HFBackend``).
+        max_staleness: generate rollouts this many iterations ahead, while earlier ones
+            optimise (``modules/online/ahead.py``); 0 is synchronous.
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
@@ -91,26 +95,24 @@ class OnlineRLModule(L.LightningModule):
         critic: Critic = "none",
         critic_init: str | None = None,
         rollout: RolloutBackend | None = None,
+        max_staleness: int = 0,
         samples_path: str | Path | None = None,
         sample_every: int = 10,
         compare_prompts: int = 16,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
+        reward_timeout_s: float | None = 300.0,
     ) -> None:
         super().__init__()
-        disable_dropout(model)
-        critic_model = None
-        if critic == "shared":
-            model = (
-                model if isinstance(model, CausalLMWithValueHead) else CausalLMWithValueHead(model)
-            )
-        elif critic == "separate":
-            if critic_init is None:
-                raise ValueError("critic=separate needs critic_init (a reward model directory).")
-            # Initialised from a reward model (Huang et al. 2024); its head scores every position.
-            critic_model = disable_dropout(ValueModel.from_pretrained(critic_init))
+        self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
+        if iterations < 1:
+            raise ConfigError(f"stage.iterations={iterations}: nothing would run. Fix: >= 1.")
+        model, critic_model = with_critic(disable_dropout(model), critic, critic_init)
         self.policy = model
         self.reference = build_reference(model, reference) if algorithm.needs_reference else None
+        attach = getattr(reward, "attach", None)
+        if attach is not None:  # a reward that shares the policy's weights (AdapterReward)
+            attach(model)
         self.critic = critic_model
         self.tokenizer = tokenizer
         self.algorithm = algorithm
@@ -120,6 +122,13 @@ class OnlineRLModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.iterations = iterations
         self.rollout_backend = rollout or HFBackend()
+        if max_staleness and not getattr(self.rollout_backend, "holds_own_weights", False):
+            raise ConfigError(
+                f"stage.max_staleness={max_staleness} generates rollouts while the policy "
+                "trains, so the sampler needs weights of its own. Fix: rollout=vllm, or "
+                "rollout=hf stage.rollout.own_copy=true (a second copy of the weights)."
+            )
+        self.ahead = RolloutsAhead(max_staleness, self._rollout_for_iteration)
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
@@ -139,20 +148,33 @@ class OnlineRLModule(L.LightningModule):
         start = time.perf_counter()
         prompts, columns = self.expand_groups(batch)
         with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
-            rollout = self.collect_rollout(prompts)
+            rollout = self.ahead.take(self.iteration) or self.collect_rollout(prompts)
         with self.phase("scoring"):  # 2. the reward source scores every answer
-            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+            scores = self.score(rollout.prompts, rollout.completions, **columns)
         if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
             return
         with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
             experience = self.core.make_experience(rollout, scores)
+        self.ahead.start(self.iteration, last=self.iterations)  # later rollouts, meanwhile
         with self.phase("optimising"):  # 5. passes of clipped updates over minibatches
             stats = self.core.optimise(experience, self.manual_backward, self._optimizer_step)
-        self.rollout_backend.sync(self.policy, self.iteration + 1)  # 6. the sampler catches up
+        with self.phase("sync"):  # 6. a sampler with weights of its own catches up
+            self.ahead.finish()
+            self.rollout_backend.sync(self.policy, self.iteration + 1)
         mean_kl = self.core.update_kl_controller(experience)  # 7. KL control
-        self._log_iteration(rollout, scores, stats, mean_kl, time.perf_counter() - start)  # 8.
+        elapsed = time.perf_counter() - start
+        self._log_iteration(rollout, experience, scores, stats, mean_kl, elapsed)  # 8. metrics
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
+
+    def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
+        """The reward source's scores, within ``reward_timeout_s`` (``score_within``)."""
+        return score_within(self.reward, prompts, completions, columns, self.reward_timeout_s)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # Resumed with every iteration done (to finish and export): no further iteration.
+        self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
+        return -1 if self.trainer.should_stop else None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
@@ -163,20 +185,25 @@ class OnlineRLModule(L.LightningModule):
         }
         return prompts, columns
 
-    def collect_rollout(self, prompts: list[str]) -> RolloutBatch:
+    def collect_rollout(self, prompts: list[str], iteration: int | None = None) -> RolloutBatch:
         """Sample one response per prompt; the seed follows the iteration so resume is exact."""
         rollout = self.rollout_backend.generate(
             self.policy,
             self.tokenizer,
             prompts,
             self.sampling,
-            seed=self.rollout_seed(),
+            seed=self.rollout_seed(self.iteration if iteration is None else iteration),
             row_keys=self.rollout_row_keys(len(prompts)),
             record_values=self.core.records_values_while_sampling,
         )
         return rollout.to(self.device)
 
-    def rollout_seed(self) -> int:
+    def _rollout_for_iteration(self, iteration: int) -> RolloutBatch:
+        """A later iteration's rollout: the prompts its batch will hold (`batch_at`)."""
+        prompts, _ = self.expand_groups(self.trainer.datamodule.batch_at(iteration))
+        return self.collect_rollout(prompts, iteration)
+
+    def rollout_seed(self, iteration: int) -> int:
         """This iteration's sampling seed: a pure function of (run seed, iteration).
 
         `hash()` of a string changes with every Python process, so it cannot be used here: a
@@ -184,7 +211,7 @@ class OnlineRLModule(L.LightningModule):
         earlier versions used, so a seed reproduces their rollouts.)
         """
         tag = "ppo" if self.algorithm.group_size == 1 else "group"
-        return zlib.crc32(f"{tag}:{self.seed}:{self.iteration}".encode()) % (2**31)
+        return zlib.crc32(f"{tag}:{self.seed}:{iteration}".encode()) % (2**31)
 
     def rollout_row_keys(self, rows: int) -> torch.Tensor:
         """Each rollout row's index in the global batch (rank r holds [r*rows, (r+1)*rows)), so
@@ -235,6 +262,7 @@ class OnlineRLModule(L.LightningModule):
     def _log_iteration(
         self,
         rollout: RolloutBatch,
+        experience: Experience,
         scores: torch.Tensor,
         stats: list[dict[str, torch.Tensor]],
         mean_kl: torch.Tensor,
@@ -242,20 +270,10 @@ class OnlineRLModule(L.LightningModule):
     ) -> None:
         kl_coef = self.core.kl_controller.value
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
-        _, world = rank_and_world()
-        if world > 1 and scores.numel() > 0:
-            # Means of equal-sized shares average exactly across ranks (sync_dist below); the
-            # spread needs the rows themselves.
-            metrics["rollout/reward_std"] = gather_rows(scores.float())[0].std().cpu()
-        # A weighted mix keeps each source's unweighted rewards: one curve per component.
-        for name, values in getattr(self.reward, "last_components", {}).items():
-            metrics[f"rollout/reward/{name}"] = values.float().mean()
+        metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
         metrics["train/skipped_steps"] = float(self.guard.skipped)
-        # Where the iteration's time went: generation vs scoring vs log-probs vs updates.
-        for name, seconds in self._phase_seconds.items():
-            metrics[f"perf/{name}_s"] = seconds
         self._phase_seconds = {}
-        self.log_dict(metrics, sync_dist=world > 1)
+        self.log_dict(metrics, sync_dist=rank_and_world()[1] > 1)
         self.log("reward", metrics["rollout/reward_mean"], prog_bar=True, logger=False)
 
     def _record_samples(
@@ -264,16 +282,9 @@ class OnlineRLModule(L.LightningModule):
         """Every `sample_every` iterations: rows to samples.jsonl and, with W&B, a table."""
         if self.samples_path is None or self.iteration % self.sample_every:
             return
-        if not self.trainer.is_global_zero:
-            return  # rank 0's rows stand for the batch
-        rows = sample_rows(rollout, scores, sequence_kl)
-        # `step` is the iteration: the step of this iteration's metrics.csv row.
-        append_rows(self.samples_path, rows, step=self.iteration, global_step=self.global_step)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                columns = ["step", *rows[0]]
-                data = [[self.iteration, *r.values()] for r in rows]
-                logger.log_table("samples", columns=columns, data=data)
+        if self.trainer.is_global_zero:  # rank 0's rows stand for the batch
+            rows = sample_rows(rollout, scores, sequence_kl)
+            write_samples(self.samples_path, rows, self.iteration, self.global_step, self.loggers)
 
     def _finish_iteration(self) -> None:
         self.iteration += 1
@@ -291,7 +302,7 @@ class OnlineRLModule(L.LightningModule):
         prompts = list(batch["prompts"])
         columns = {k: v for k, v in batch.items() if k != "prompts"}
         rows = compare_with_reference(
-            self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
+            self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
             self.seed, columns,
         )  # fmt: skip
         append_rows(
@@ -306,9 +317,14 @@ class OnlineRLModule(L.LightningModule):
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
         """The policy (the value head beside it), its tokenizer, and a separate critic in
         ``critic/``: a Hugging Face directory."""
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-        if self.critic is not None:
-            self.critic.save_pretrained(out_dir / "critic")
+        parts = {"critic": self.critic} if self.critic is not None else None
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora, parts=parts)
+
+    def teardown(self, stage: str) -> None:
+        self.ahead.close()
+        close = getattr(self.rollout_backend, "close", None)
+        if close is not None:  # an inference engine this stage started
+            close()
 
     def configure_optimizers(self):
         # The policy (and a separate critic); the frozen reference is filtered out.
@@ -325,6 +341,7 @@ class OnlineRLModule(L.LightningModule):
             "iteration": self.iteration,
             "non_finite_guard": self.guard.state_dict(),
             "core": self.core.state_dict(),
+            "rollouts_ahead": self.ahead.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -332,3 +349,4 @@ class OnlineRLModule(L.LightningModule):
         self.iteration = state["iteration"]
         self.guard.load_state_dict(state["non_finite_guard"])
         self.core.load_state_dict(state["core"])
+        self.ahead.load_state_dict(state.get("rollouts_ahead", {}))

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from rlhf_lightning.functional import distinct_n
+from rlhf_lightning.distributed import gather_rows, rank_and_world
+from rlhf_lightning.functional import distinct_n, logprob_gap
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.rewards.base import RewardSource
 from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
@@ -51,16 +53,41 @@ def iteration_metrics(
     return {k: v.detach().float().cpu() for k, v in metrics.items()}
 
 
+def extra_metrics(
+    experience: Any, scores: Tensor, reward: RewardSource, phase_seconds: dict[str, float]
+) -> dict[str, Tensor | float]:
+    """What an iteration logs beyond `iteration_metrics`: the reward's spread over every rank,
+    each mixed source's rewards, the sampler-trainer log-prob gap, where the time went."""
+    metrics: dict[str, Tensor | float] = {}
+    if rank_and_world()[1] > 1 and scores.numel() > 0:
+        # Means of equal-sized shares average exactly across ranks (sync_dist); the spread
+        # needs the rows themselves.
+        metrics["rollout/reward_std"] = gather_rows(scores.float())[0].std().cpu()
+    # A weighted mix keeps each source's unweighted rewards: one curve per component.
+    for name, values in getattr(reward, "last_components", {}).items():
+        metrics[f"rollout/reward/{name}"] = values.float().mean()
+    if experience.sampler_logprobs is not None:  # an engine sampled: how far from the trainer
+        metrics["rollout/logprob_gap"] = logprob_gap(
+            experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
+        )
+    # Where the iteration's time went: generation vs scoring vs log-probs vs updates vs sync.
+    for name, seconds in phase_seconds.items():
+        metrics[f"perf/{name}_s"] = seconds
+    return metrics
+
+
 def sample_rows(
     rollout: RolloutBatch, scores: Tensor, sequence_kl: Tensor, limit: int = 8
 ) -> list[dict[str, Any]]:
     """The first `limit` rows of an iteration: prompt, completion, reward, sequence KL."""
+    version = {} if rollout.policy_version is None else {"policy_version": rollout.policy_version}
     return [
         {
             "prompt": rollout.prompts[i],
             "completion": rollout.completions[i],
             "reward": float(scores[i]),
             "kl": float(sequence_kl[i]),
+            **version,
         }
         for i in range(min(len(rollout), limit))
     ]
@@ -112,6 +139,20 @@ def compare_with_reference(
         }
         for i in range(n)
     ]
+
+
+def write_samples(
+    path: Path, rows: list[dict[str, Any]], iteration: int, global_step: int, loggers: list
+) -> None:
+    """Append an iteration's sample rows to samples.jsonl (``step`` is the iteration, the step
+    of its metrics.csv row) and, with W&B, log them as a table."""
+    append_rows(path, rows, step=iteration, global_step=global_step)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            columns = ["step", *rows[0]]
+            logger.log_table(
+                "samples", columns=columns, data=[[iteration, *r.values()] for r in rows]
+            )
 
 
 def append_rows(path: Path, rows: list[dict[str, Any]], **fields: Any) -> None:
