@@ -41,6 +41,10 @@ CASES = {
         8,
     ),
     "dpo": ("dpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
+    # 18 pairs = 36 KTO rows
+    "kto": ("kto", [*_SUPERVISED, "data=tiny_kto", "data.max_samples=18", "data.batch_size=8"], 8),
+    "orpo": ("orpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
+    "simpo": ("simpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
     "ppo": (
         "ppo",
         ["experiment=ppo_smoke", *_RL, "data.num_prompts=48", "stage.algorithm.epochs=2"],
@@ -73,6 +77,11 @@ CASES = {
             "stage.evaluator.pass_k=[1,2]",
             "stage.evaluator.correct_reward=0.1",
         ],
+        4,
+    ),
+    "online_dpo": (
+        "online_dpo",
+        ["experiment=online_dpo_smoke", *_RL, "data.num_prompts=24", "data.batch_size=8"],
         4,
     ),
     # Asynchronous RL: the rollout generated ahead at the interruption is in the checkpoint.

@@ -22,7 +22,7 @@ from rlhf_lightning.train import run
 
 EXPERIMENT_DIR = config_dir() / "experiment"
 EXPERIMENTS = sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
-RL_STAGES = ("ppo", "grpo", "rloo", "gspo", "reinforce_pp")
+RL_STAGES = ("ppo", "grpo", "rloo", "gspo", "reinforce_pp", "online_dpo")
 
 _SUPERVISED = [
     "data.max_samples=64",
@@ -46,6 +46,10 @@ TINY: dict[str, list[str]] = {
     "sft": [*_SUPERVISED, "stage.num_samples=1", "stage.sample_max_new_tokens=4"],
     "reward": [*_SUPERVISED, "stage.calibration=null"],
     "dpo": [*_SUPERVISED, "stage.precompute_reference=false"],
+    "kto": [*_SUPERVISED, "stage.precompute_reference=false"],
+    "orpo": _SUPERVISED,
+    "simpo": _SUPERVISED,
+    "online_dpo": [*_RL, "stage.sampling.max_new_tokens=8"],
     "ppo": [
         *_RL,
         "stage.sampling.max_new_tokens=8",
