@@ -86,6 +86,7 @@ from rlhf_lightning.functional.preference import (
     kto_loss,
     kto_reference_point,
     orpo_loss,
+    rank_pairs,
     simpo_loss,
 )
 from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
@@ -152,6 +153,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "orpo_loss",
+    "rank_pairs",
     "overlong_penalty",
     "pairwise_loss",
     "pass_at_k",

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.deadline import checked_timeout
 from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
@@ -30,11 +31,13 @@ from rlhf_lightning.models import (
     export_model,
 )
 from rlhf_lightning.models.reference import ReferenceMode
+from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_summary
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.critic import Critic, with_critic
+from rlhf_lightning.modules.online.evaluation_hooks import HeldOutEvaluation
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
@@ -44,13 +47,13 @@ from rlhf_lightning.modules.online.records import (
     write_samples,
 )
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rewards.base import RewardSource, score_within
 from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
 
 
-class OnlineRLModule(L.LightningModule):
+class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
     """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
 
     Args:
@@ -59,6 +62,7 @@ class OnlineRLModule(L.LightningModule):
         tokenizer: its tokenizer.
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
         reward: any reward source; extra prompt columns reach it as keyword arguments.
+        reward_timeout_s: seconds per scoring call (``score_within``); None: unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
             optimizer step, planned from ``iterations``.
@@ -73,6 +77,9 @@ class OnlineRLModule(L.LightningModule):
             optimise (``modules/online/ahead.py``); 0 is synchronous.
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
+        evaluator: held-out evaluation (``data.eval_split``) before the first iteration, every
+            ``evaluator.every`` iterations and after the last (``eval/*`` metrics); answers go
+            to ``eval_samples.jsonl`` and the last result to ``eval.json`` beside samples_path.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
         packing: training, old-log-prob, reference and critic forwards run padding-free
             (sequences packed into rows; same numbers as padded, see ``OnlineRLCore``).
@@ -101,11 +108,16 @@ class OnlineRLModule(L.LightningModule):
         samples_path: str | Path | None = None,
         sample_every: int = 10,
         compare_prompts: int = 16,
+        evaluator: Evaluator | None = None,
         max_consecutive_bad_steps: int = 10,
         packing: bool = True,
         seed: int = 0,
+        reward_timeout_s: float | None = 300.0,
     ) -> None:
         super().__init__()
+        self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
+        if iterations < 1:
+            raise ConfigError(f"stage.iterations={iterations}: nothing would run. Fix: >= 1.")
         model, critic_model = with_critic(disable_dropout(model), critic, critic_init)
         self.policy = model
         self.reference = build_reference(model, reference) if algorithm.needs_reference else None
@@ -131,6 +143,8 @@ class OnlineRLModule(L.LightningModule):
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
+        self.evaluator = evaluator
+        self.last_eval: EvalResult | None = None
         self.seed = seed
         self.core = OnlineRLCore(
             model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
@@ -149,7 +163,7 @@ class OnlineRLModule(L.LightningModule):
         with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
             rollout = self.ahead.take(self.iteration) or self.collect_rollout(prompts)
         with self.phase("scoring"):  # 2. the reward source scores every answer
-            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+            scores = self.score(rollout.prompts, rollout.completions, **columns)
         if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
             return
         with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
@@ -165,6 +179,18 @@ class OnlineRLModule(L.LightningModule):
         self._log_iteration(rollout, experience, scores, stats, mean_kl, elapsed)  # 8. metrics
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
+
+    def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
+        """The reward source's scores, within ``reward_timeout_s`` (``score_within``)."""
+        return score_within(self.reward, prompts, completions, columns, self.reward_timeout_s)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # Resumed with every iteration done (to finish and export): no further iteration.
+        self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
+        if self.trainer.should_stop:
+            return -1
+        super().on_train_batch_start(batch, batch_idx)  # the held-out evaluation when due
+        return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
@@ -275,7 +301,7 @@ class OnlineRLModule(L.LightningModule):
     def _log_iteration(
         self,
         rollout: RolloutBatch,
-        experience: Experience,
+        experience: Experience | None,
         scores: torch.Tensor,
         stats: list[dict[str, torch.Tensor]],
         mean_kl: torch.Tensor,
@@ -284,6 +310,10 @@ class OnlineRLModule(L.LightningModule):
         kl_coef = self.core.kl_controller.value
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
         metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
+        if experience is not None and self.algorithm.dynamic_sampling:
+            # Groups the loss left out, over the whole batch.
+            dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
+            metrics["rollout/dropped_groups"] = dropped.float().cpu()
         metrics["train/skipped_steps"] = float(self.guard.skipped)
         self._phase_seconds = {}
         self.log_dict(metrics, sync_dist=rank_and_world()[1] > 1)
@@ -308,31 +338,28 @@ class OnlineRLModule(L.LightningModule):
     def finish(self) -> list[dict[str, Any]]:
         """After fit: the starting and the trained policy answer the same prompts (same seed);
         both answers are scored and appended to samples.jsonl. Returns the rows ([] without a
-        reference, a samples file or prompts to compare on)."""
+        reference, a samples file or prompts to compare on). The last held-out evaluation goes
+        to eval.json and eval.md."""
+        if self.last_eval is not None and self.samples_path is not None:
+            write_eval_summary(self.samples_path.parent, self.last_eval, step=self.iteration)
         if self.reference is None or self.samples_path is None or not self.compare_prompts:
             return []
         batch = self.trainer.datamodule.first_batch(self.compare_prompts)
         prompts = list(batch["prompts"])
         columns = {k: v for k, v in batch.items() if k != "prompts"}
         rows = compare_with_reference(
-            self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
+            self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
             self.seed, columns,
         )  # fmt: skip
-        append_rows(
-            self.samples_path,
-            rows,
-            step=self.iteration,
-            global_step=self.global_step,
-            kind="final_comparison",
-        )
+        at = {"step": self.iteration, "global_step": self.global_step}
+        append_rows(self.samples_path, rows, **at, kind="final_comparison")
         return rows
 
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
         """The policy (the value head beside it), its tokenizer, and a separate critic in
         ``critic/``: a Hugging Face directory."""
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-        if self.critic is not None:
-            self.critic.save_pretrained(out_dir / "critic")
+        parts = {"critic": self.critic} if self.critic is not None else None
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora, parts=parts)
 
     def teardown(self, stage: str) -> None:
         self.ahead.close()
