@@ -8,8 +8,11 @@ row mean the run itself has diverged, and it stops with a message saying so.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 
 from rlhf_lightning.errors import NumericalError
@@ -87,6 +90,35 @@ def optimized_parameters(optimizer: torch.optim.Optimizer) -> list[nn.Parameter]
     """The parameters `optimizer` updates: the ones whose gradients the guard must check (a
     frozen reference or reward model held by the module has none, and walking it costs time)."""
     return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def plain_gradients(trainer: Any) -> bool:
+    """Whether `trainer`'s gradients are whole and unscaled (one device or DDP, fp32 or bf16),
+    so that clipping them is ``clip_grad_norm_``; FSDP, DeepSpeed and fp16 loss scaling clip
+    their own way (Lightning's ``clip_gradients``)."""
+    precision = trainer.precision_plugin
+    plain = type(precision) is Precision or (
+        type(precision) is MixedPrecision and precision.scaler is None
+    )
+    return plain and type(trainer.strategy) in (SingleDeviceStrategy, DDPStrategy)
+
+
+def clip_if_finite(guard: NonFiniteGuard, parameters: list[nn.Parameter], max_norm: float) -> bool:
+    """The guard's check and ``clip_grad_norm_(parameters, max_norm)`` from one gradient norm
+    (they computed it once each); the same arithmetic as ``clip_grad_norm_``.
+
+    Returns:
+        Whether the gradients are finite (when not, they are left unclipped and a skip is
+        counted).
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return guard.record(True)
+    norm = torch.nn.utils.get_total_norm(grads)
+    if not guard.record(bool(torch.isfinite(norm))):
+        return False
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return True
 
 
 class GuardedOptimizerStep:

@@ -16,8 +16,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
-from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -32,7 +30,12 @@ from rlhf_lightning.models import (
 )
 from rlhf_lightning.models.reference import ReferenceMode
 from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_summary
-from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
+from rlhf_lightning.modules.guards import (
+    NonFiniteGuard,
+    clip_if_finite,
+    optimized_parameters,
+    plain_gradients,
+)
 from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
@@ -262,41 +265,22 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         optimizer = self.optimizers()
         parameters = optimized_parameters(optimizer)
         max_norm = self.algorithm.max_grad_norm
-        if max_norm is not None and self._clips_plain_gradients():
-            # One gradient norm for the finiteness check and the clip (it was computed twice:
-            # by the guard, then by clip_grad_norm_), the same arithmetic as clip_grad_norm_.
-            grads = [p.grad for p in parameters if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads) if grads else None
-            if not self.guard.record(norm is None or bool(torch.isfinite(norm))):
-                optimizer.zero_grad(set_to_none=True)
-                return
-            if norm is not None:
-                torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
-        elif not self.guard.update_is_finite(None, parameters):
+        if max_norm is not None and plain_gradients(self.trainer):
+            finite = clip_if_finite(self.guard, parameters, max_norm)  # one norm for both
+        else:
+            finite = self.guard.update_is_finite(None, parameters)
+            if finite and max_norm is not None:  # sharded or scaled: the strategy clips
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm"
+                )
+        if not finite:
             optimizer.zero_grad(set_to_none=True)  # weights and optimizer moments untouched
             return
-        elif max_norm is not None:  # sharded or scaled gradients: the strategy clips them
-            self.clip_gradients(
-                optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm"
-            )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         scheduler = self.lr_schedulers()
         if scheduler is not None:
             scheduler.step()
-
-    def _clips_plain_gradients(self) -> bool:
-        """Whether the gradients are whole and unscaled (one device or DDP, fp32 or bf16), so
-        clipping them is ``clip_grad_norm_``; FSDP, DeepSpeed and fp16 loss scaling clip their
-        own way (Lightning's ``clip_gradients``)."""
-        precision = self.trainer.precision_plugin
-        plain_precision = type(precision) is Precision or (
-            type(precision) is MixedPrecision and precision.scaler is None
-        )
-        return plain_precision and type(self.trainer.strategy) in (
-            SingleDeviceStrategy,
-            DDPStrategy,
-        )
 
     def _log_iteration(
         self,
