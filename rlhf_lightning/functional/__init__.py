@@ -71,6 +71,7 @@ from rlhf_lightning.functional.packing import (
     pack,
     pack_layout,
     packed_positions_of,
+    packing_width,
 )
 from rlhf_lightning.functional.policy import (
     PolicyLoss,
@@ -105,6 +106,7 @@ __all__ = [
     "pack",
     "pack_layout",
     "packed_positions_of",
+    "packing_width",
     "AdaptiveKLController",
     "AdvantageInputs",
     "Advantages",

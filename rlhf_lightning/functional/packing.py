@@ -62,22 +62,50 @@ def first_fit_rows(lengths: list[int], capacity: int) -> list[tuple[int, int]]:
     return placed
 
 
+def packing_width(lengths: list[int], max_width: int, step: int = 1) -> int:
+    """The row width that packs `lengths` into the fewest rows of about `max_width` tokens with
+    the least padding: R = ceil(total / max_width) rows, as narrow as first-fit decreasing
+    allows (widened by `step` until the sequences fit in R rows).
+
+    A packed batch costs R x C token slots; rows of the padded width T leave a minibatch of a
+    few sequences as wide as it was (4 rows of 0.7 T each still need 4 rows), while one row
+    of exactly their total has no padding at all.
+
+    Args:
+        lengths: Each sequence's token count. Length B.
+        max_width: The widest row wanted (attention over a packed row costs C per token).
+        step: Widening step while the sequences do not fit.
+
+    Returns:
+        C >= max(lengths).
+    """
+    total, longest = sum(lengths), max(lengths, default=1)
+    rows = max(1, -(-total // max(max_width, longest)))
+    width = max(longest, -(-total // rows), 1)
+    while 1 + max(r for r, _ in first_fit_rows(lengths, width)) > rows:
+        width += step
+    return width
+
+
 def pack_layout(attention_mask: Tensor, capacity: int | None = None) -> PackedLayout:
     """The packed layout of a padded batch (one host sync: the row lengths).
 
     Args:
         attention_mask: True at real tokens, anywhere in the row. Shape (B, T).
-        capacity: Tokens per packed row; None uses T (every row fits, and attention per packed
-            row costs what a padded row costs).
+        capacity: Tokens per packed row; None picks :func:`packing_width` with rows of at
+            most max(T, min(4 T, 1024)) tokens: the sdpa path masks a C x C block per row, so
+            attention costs C per token, small beside the MLP at these widths, while wider
+            rows leave less padding.
 
     Returns:
         :class:`PackedLayout` with C = `capacity` and R the rows first-fit decreasing needs.
     """
     mask = attention_mask.bool()
     b, t = mask.shape
-    capacity = t if capacity is None else capacity
-    lengths = mask.sum(dim=1)
-    placed = first_fit_rows(lengths.tolist(), capacity)
+    lengths = mask.sum(dim=1).tolist()
+    if capacity is None:
+        capacity = packing_width(lengths, max(t, min(4 * t, 1024)), step=max(1, t // 32))
+    placed = first_fit_rows(lengths, capacity)
     rows = 1 + max((r for r, _ in placed), default=0)
     row_start = torch.tensor([r * capacity + o for r, o in placed], device=mask.device).long()
     positions = position_ids_from_mask(mask)  # (B, T): a real token's index in its sequence

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_lightning.functional import first_fit_rows, pack, pack_layout, packed_positions_of
+from rlhf_lightning.functional import (
+    first_fit_rows,
+    pack,
+    pack_layout,
+    packed_positions_of,
+    packing_width,
+)
 
 
 def test_first_fit_decreasing_places_the_longest_first():
@@ -22,7 +28,7 @@ def test_a_sequence_longer_than_a_row_is_refused():
 def test_left_and_right_padded_rows_pack_end_to_end_with_their_own_positions():
     ids = torch.tensor([[9, 1, 2, 9], [3, 4, 5, 9], [9, 9, 6, 9]])
     mask = torch.tensor([[0, 1, 1, 0], [1, 1, 1, 0], [0, 0, 1, 0]], dtype=torch.bool)
-    layout = pack_layout(mask)  # capacity T = 4; lengths [2, 3, 1]
+    layout = pack_layout(mask, capacity=4)  # lengths [2, 3, 1]
     # 3 (row 1) opens packed row 0, 2 (row 0) opens packed row 1, 1 (row 2) fills row 0.
     assert pack(ids, layout, fill=-1).tolist() == [[3, 4, 5, 6], [1, 2, -1, -1]]
     assert layout.position_ids.tolist() == [[0, 1, 2, 0], [0, 1, 0, 0]]
@@ -38,3 +44,22 @@ def test_pack_carries_gradients_and_trailing_dims():
     assert packed.tolist() == [[[0.0, 1.0], [2.0, 3.0], [8.0, 9.0], [10.0, 11.0]]]
     packed.sum().backward()
     assert x.grad[:, :, 0].tolist() == [[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]
+
+
+def test_packing_width_is_the_narrowest_that_fits_the_fewest_rows():
+    # 4 sequences of 0.7 T (T = 10): rows of T would still need 4 rows; one row of 28 has
+    # no padding (max width 40).
+    assert packing_width([7, 7, 7, 7], max_width=40) == 28
+    # max width 20: 2 rows of 14 (7 + 7 each).
+    assert packing_width([7, 7, 7, 7], max_width=20) == 14
+    # [9, 5, 4] in 2 rows: width 9 fits 9 | 5 + 4.
+    assert packing_width([9, 5, 4], max_width=10) == 9
+    # [6, 6, 6] in 2 rows (total 18, max 10): width 9 puts 6 | 6 | 6 in 3 rows, so it widens
+    # to 12 (6 + 6 | 6).
+    assert packing_width([6, 6, 6], max_width=10) == 12
+
+
+def test_default_layout_packs_a_few_long_rows_into_one():
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    mask[:, 7:] = False  # 4 rows of 7 real tokens in T = 10
+    assert pack_layout(mask).position_ids.shape == (1, 28)
