@@ -117,7 +117,16 @@ def _logged(run_dir: Path) -> dict[tuple[int, str], float]:
     return values
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Cases whose data-parallel path another default case already takes (ORPO and SimPO: DPO's
+# pair batches without a reference; RLOO: GRPO's groups; reward: the pair batches): run with
+# `-m slow`, keeping the default test run near its time budget.
+SLOW_CASES = {"reward", "orpo", "simpo", "rloo"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in CASES],
+)
 def test_two_processes_match_one_process_with_the_same_global_batch(name, tmp_path):
     stage, overrides, batch = CASES[name]
     batch_key = "data.batch_size"
