@@ -129,7 +129,7 @@ def sft(
         ("messages", messages_field),
     ):
         if column is not None:
-            args.append(f"+data.columns.{canonical}={column}")
+            args.append(f"data.columns.{canonical}={column}")
     if max_length is not None:
         args.append(f"data.max_length={max_length}")
     args += _common_overrides(max_steps=max_steps, lora=lora)

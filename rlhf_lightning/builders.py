@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 import pickle
 import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,12 @@ from torch import nn
 from rlhf_lightning.callbacks import CheckpointOnInterrupt, RunProgressBar
 from rlhf_lightning.callbacks.ranks import RanksAgree
 from rlhf_lightning.callbacks.resume import InterruptAt, ResumeState
+from rlhf_lightning.callbacks.run_config import RunConfigInCheckpoint, check_resume
 from rlhf_lightning.checkpoint_io import AtomicCheckpointIO
+from rlhf_lightning.deadline import CallInterrupted
 from rlhf_lightning.errors import ConfigError, RunInterrupted
 from rlhf_lightning.loggers import build_loggers, log_config
-from rlhf_lightning.rundir import checkpoint_path
+from rlhf_lightning.rundir import checkpoint_path, resolved_config
 from rlhf_lightning.strategies import build_strategy, strategy_name
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, module: nn.Module | None = Non
         )
     )
     callbacks.append(ResumeState())
+    callbacks.append(RunConfigInCheckpoint(resolved_config(cfg)))
     callbacks.append(RanksAgree())
     if cfg.get("interrupt_at") is not None:
         callbacks.append(InterruptAt(int(cfg.interrupt_at)))
@@ -91,8 +97,10 @@ def fit_and_checkpoint(
     if cfg.stage.get("validate_at_start") and cfg.ckpt_path is None:
         trainer.validate(module, datamodule=datamodule, verbose=False)
     try:
+        if cfg.ckpt_path is not None:
+            check_resume(cfg.ckpt_path, resolved_config(cfg))
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except SIGTERMException as err:
+    except (SIGTERMException, CallInterrupted) as err:
         raise _interrupted(trainer, run_dir) from err
     except pickle.UnpicklingError as err:
         # torch.load(weights_only=True) refused a Python object: nothing from the file ran.
@@ -123,6 +131,32 @@ def _refused_global(err: pickle.UnpicklingError) -> str:
     """The line of torch's refusal naming the Python object it would not load."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "")[:200]
+
+
+@contextmanager
+def stop_signals_name_the_checkpoint(run_dir: Path) -> Iterator[None]:
+    """While a trained run writes its results (samples, the export): SIGTERM or Ctrl+C end it
+    with the message naming the checkpoint from which the same command writes them (an export
+    is whole or absent, `rundir.atomic_directory`). Lightning's own handling ends with fit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    where = checkpoint_path(run_dir)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise RunInterrupted(
+            f"{signal.Signals(signum).name} stopped the run while it wrote its results; the "
+            f"training is complete and saved in {where}. Fix: run the same command again with "
+            f"ckpt_path={where} to write them.",
+            exit_code=128 + signum,
+        )
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupted(trainer: L.Trainer, run_dir: Path) -> RunInterrupted:

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from rlhf_lightning.errors import NumericalError
+from rlhf_lightning.errors import NumericalError, StorageError
+from rlhf_lightning.rundir import fsync_directory
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -41,9 +42,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as err:  # a full disk, a read-only or vanished directory
+            raise _not_written(path, err) from err
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
+
+
+def _not_written(path: Path, err: OSError) -> StorageError:
+    reason = err.strerror or str(err)
+    return StorageError(
+        f"checkpoint {path}: not written ({reason}); the previous checkpoint is kept. Fix: "
+        "free space on that disk (or give the run another directory with hydra.run.dir=...), "
+        "then run the same command with ckpt_path=<the kept checkpoint> to continue."
+    )
 
 
 def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
@@ -61,17 +73,3 @@ def _check_finite(state_dict: dict[str, Any], path: str | os.PathLike) -> None:
             f"{bad[0]}); the previous checkpoint is kept. Fix: lower optim.lr or check the data "
             "and rewards for NaN/Inf, then resume from the kept checkpoint."
         )
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename itself is durable only once the directory entry reaches the disk.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

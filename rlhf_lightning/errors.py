@@ -42,6 +42,10 @@ class NumericalError(RLHFError):
     """Losses, gradients or weights stopped being finite and the run cannot go on."""
 
 
+class StorageError(RLHFError):
+    """The run directory cannot be written (a full disk, missing permissions)."""
+
+
 class RunInterrupted(RLHFError):
     """SIGTERM or Ctrl+C stopped the run; a checkpoint to resume from was saved.
 

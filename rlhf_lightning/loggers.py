@@ -10,9 +10,9 @@ from typing import Any
 
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from rlhf_lightning.rundir import redact_secrets
+from rlhf_lightning.rundir import resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     trackers = [lg for lg in loggers if not isinstance(lg, CSVLogger)]
     if not trackers:
         return
-    params = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+    params = resolved_config(cfg)
     for tracker in trackers:
         tracker.log_hyperparams(params)
 

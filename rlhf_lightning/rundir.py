@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from rlhf_lightning.errors import ConfigError
 
 
 def checkpoint_path(run_dir: Path) -> Path:
@@ -63,6 +69,94 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def hold_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir` for one run: a second run into it is refused while this one lives.
+
+    An advisory lock (``flock``) on ``<run_dir>/.lock``, holding the holder's pid for the
+    message; the operating system releases it when the process ends, however it ends, so a
+    killed run never leaves the directory locked.
+
+    Raises:
+        ConfigError: another process holds the directory.
+    """
+    path = run_dir / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"run_dir={run_dir}: another run (pid {holder}) is writing into this "
+                "directory, and two runs in one directory mix their metrics, checkpoints and "
+                "model. Fix: give this run its own directory (hydra.run.dir=..., or the default "
+                "timestamped one), or wait for that run to end."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Fill a directory that appears whole or not at all.
+
+    Yields a hidden temporary directory beside `path`. When the block ends, its files are
+    flushed to disk and it is renamed to `path`; an existing `path` is renamed aside first and
+    deleted afterwards, so a reader finds the old directory, for an instant none, or the new
+    one, never a mix of the two. When the block raises, `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Unique per process, so two writers never share a temporary directory.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if not path.exists():
+            os.replace(tmp, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the previous directory goes back
+                raise
+            shutil.rmtree(old)
+        fsync_directory(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    for directory, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_directory(Path(directory))
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames inside `directory` durable (a rename reaches the disk with its entry)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # Config keys whose values are credentials: never written to the run directory or a tracker.
 # Whole key names only: `max_new_tokens` or `pad_token_id` are settings, not secrets.
 _SECRET_KEY = re.compile(
@@ -73,27 +167,46 @@ _SECRET_KEY = re.compile(
 REDACTED = "***"
 
 
-def redact_secrets(node: Any, parent_key: str = "") -> Any:
+def redact_secrets(node: Any, parent_key: str = "", found: set[str] | None = None) -> Any:
     """A copy of a plain config container with credential values replaced by ``***``.
 
-    Every value under a ``headers`` mapping (HTTP reward auth) and every value whose key is a
-    credential's name (token, api_key, password, secret, authorization, ...) is redacted, so that
-    a secret read with ``${oc.env:...}`` is used by the run but never saved with it.
+    Every value under a ``headers`` mapping (HTTP reward auth), every value whose key is a
+    credential's name (token, api_key, password, secret, authorization, ...) and every URL
+    query parameter with such a name (``?api_key=...``) is redacted, so that a secret read with
+    ``${oc.env:...}`` is used by the run but never saved with it.
+
+    Args:
+        found: when given, collects the secret values replaced (to scrub other copies).
     """
     if isinstance(node, dict):
-        return {
-            key: (
-                REDACTED
-                if node[key] is not None
-                and not isinstance(node[key], dict | list)
-                and (parent_key == "headers" or _SECRET_KEY.search(str(key)))
-                else redact_secrets(node[key], str(key))
-            )
-            for key in node
-        }
+        out = {}
+        for key, value in node.items():
+            secret = parent_key == "headers" or _SECRET_KEY.search(str(key))
+            if value is not None and not isinstance(value, dict | list) and secret:
+                if found is not None:
+                    found.add(str(value))
+                out[key] = REDACTED
+            else:
+                out[key] = redact_secrets(value, str(key), found)
+        return out
     if isinstance(node, list):
-        return [redact_secrets(item, parent_key) for item in node]
+        return [redact_secrets(item, parent_key, found) for item in node]
+    if isinstance(node, str) and "?" in node:
+        return _URL_PARAM.sub(lambda m: _redact_param(m, found), node)
     return node
+
+
+# A URL query parameter: its separator, name and value.
+_URL_PARAM = re.compile(r"([?&])([^=&#\s]+)=([^&#\s]*)")
+
+
+def _redact_param(match: re.Match[str], found: set[str] | None) -> str:
+    separator, name, value = match.groups()
+    if not value or not _SECRET_KEY.search(name):
+        return match.group(0)
+    if found is not None:
+        found.add(value)
+    return f"{separator}{name}={REDACTED}"
 
 
 def record_overrides(run_dir: Path, overrides: list[str]) -> None:
@@ -104,11 +217,14 @@ def record_overrides(run_dir: Path, overrides: list[str]) -> None:
 
 
 def redact_override(override: str) -> str:
-    """``key=value`` with the value replaced by ``***`` when the key names a credential."""
+    """``key=value`` with the value replaced by ``***`` when the key names a credential, and
+    URL query parameters named like one (``?api_key=...``) redacted inside the value."""
     key, sep, _ = override.partition("=")
     parts = key.lstrip("+~").split(".")
     secret = _SECRET_KEY.search(parts[-1]) or "headers" in parts[:-1]
-    return f"{key}{sep}{REDACTED}" if sep and secret else override
+    if sep and secret:
+        return f"{key}{sep}{REDACTED}"
+    return _URL_PARAM.sub(lambda m: _redact_param(m, None), override)
 
 
 def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -119,5 +235,25 @@ def save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
     """
     path = run_dir / ".hydra" / "config.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redact_secrets(resolved))))
+    secrets: set[str] = set()
+    redacted = redact_secrets(OmegaConf.to_container(cfg, resolve=True), found=secrets)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(redacted)))
+    # Hydra's own copies (overrides.yaml, hydra.yaml) hold the command line as it was typed.
+    for other in path.parent.glob("*.yaml"):
+        text = other.read_text(encoding="utf-8")
+        scrubbed = scrub(text, secrets)
+        if scrubbed != text:
+            atomic_write_text(other, scrubbed)
+
+
+def scrub(text: str, secrets: set[str]) -> str:
+    """`text` with every secret value (of four characters or more) replaced by ``***``."""
+    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain values, interpolations resolved and credentials redacted: what the
+    run directory, the trackers and the checkpoints keep."""
+    return redact_secrets(OmegaConf.to_container(cfg, resolve=True))

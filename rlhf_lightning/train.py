@@ -16,9 +16,12 @@ Built-in model names (``demo:sft``, ...) must already be directories: the CLI an
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,15 @@ import lightning as L
 import transformers
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_lightning.builders import fit_and_checkpoint
+from rlhf_lightning.builders import fit_and_checkpoint, stop_signals_name_the_checkpoint
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
+from rlhf_lightning.models.loading import check_context_length
 from rlhf_lightning.run_card import write_run_card
-from rlhf_lightning.rundir import save_resolved_config, write_metrics_json
+from rlhf_lightning.rundir import hold_run_dir, save_resolved_config, write_metrics_json
 from rlhf_lightning.threads import apply_threads
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,20 @@ def run(cfg: DictConfig, dataset: Any = None) -> dict[str, Any]:
         dataset: an in-memory ``datasets.Dataset`` / ``DatasetDict`` used instead of
             ``data.path``.
     """
-    start = time.perf_counter()
-    _quiet_third_party_output()
     run_dir = Path(cfg.run_dir).expanduser().resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    # One run per directory; data-parallel ranks share their rank 0's.
+    with hold_run_dir(run_dir) if _is_first_process() else nullcontext():
+        return _run(cfg, run_dir, dataset)
+
+
+def _is_first_process() -> bool:
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _run(cfg: DictConfig, run_dir: Path, dataset: Any) -> dict[str, Any]:
+    start = time.perf_counter()
+    _quiet_third_party_output()
     save_resolved_config(cfg, run_dir)
     stage = cfg.stage.name
     if "_target_" not in cfg.stage:
@@ -94,17 +109,21 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
     datamodule = _build(
         cfg.data, "data", module_class.datamodule_class, tokenizer=tokenizer, dataset=dataset
     )
+    check_context_length(model, getattr(datamodule, "max_length", None), "data.max_length")
     module_cfg = {k: v for k, v in _plain(cfg.stage).items() if k not in RUNNER_KEYS}
     module = _build(module_cfg, "stage", module_class, model=model, tokenizer=tokenizer)
     trainer = fit_and_checkpoint(cfg, run_dir, module, datamodule)
     if trainer.is_global_zero:  # one process writes the run's outputs
-        finish = getattr(module, "finish", None)
-        if finish is not None:
-            finish()
-        if cfg.export.enabled:
-            module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
-            # After the fit's last validation: the card has the final metrics.
-            write_run_card(cfg, run_dir, trainer.global_step, in_memory_data=dataset is not None)
+        with stop_signals_name_the_checkpoint(run_dir):
+            finish = getattr(module, "finish", None)
+            if finish is not None:
+                finish()
+            if cfg.export.enabled:
+                module.export(run_dir / "model", merge_lora=cfg.export.merge_lora)
+                # After the fit's last validation: the card has the final metrics.
+                write_run_card(
+                    cfg, run_dir, trainer.global_step, in_memory_data=dataset is not None
+                )
     return trainer
 
 
@@ -120,6 +139,12 @@ def _plain(node: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
+# Hydra's message for a config key the target does not take, and the key's node.
+_UNEXPECTED = re.compile(
+    r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'.*\nfull_key: (\S+)", re.S
+)
+
+
 def _build(node: DictConfig | dict[str, Any], key: str, expected: type, **kwargs: Any) -> Any:
     """``instantiate(node, **kwargs)``, with a project error naming `key` when it fails or
     builds something other than `expected`."""
@@ -129,6 +154,14 @@ def _build(node: DictConfig | dict[str, Any], key: str, expected: type, **kwargs
         cause = err.__cause__
         if isinstance(cause, RLHFError):
             raise cause from err
+        stray = _UNEXPECTED.search(str(err))
+        if isinstance(cause, TypeError) and stray:
+            cls, arg, where = stray.groups()
+            raise ConfigError(
+                f"{where}: {cls} takes no argument '{arg}' ({where}.{arg} is left over from "
+                f"another config, e.g. one an experiment set). Fix: drop it with "
+                f"'~{where}.{arg}', or choose the config that takes it."
+            ) from err
         raise ConfigError(
             f"{key}: could not be built ({_first_line(err)}). Fix: check {key}.*."
         ) from err

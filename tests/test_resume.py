@@ -118,3 +118,69 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(name, tmp_path):
         return {k: v for k, v in logged.items() if k[1].startswith(("train/", "rollout/"))}
 
     assert training_values(half) and training_values(half) == training_values(straight)
+
+
+# The stage's own logging interval (no trainer.log_every_n_steps override), interrupted where
+# Lightning's restore logic is most fragile: supervised stages on a validation step (the
+# checkpoint already holds that validation), an RL stage at the end of an epoch (Lightning
+# does not count such a run as restarting).
+_AT_VALIDATION = ["model=tiny", "trainer.max_steps=20", "trainer.val_check_interval=10"]
+BOUNDARY_CASES = {
+    "sft": ("sft", [*_AT_VALIDATION, "data=tiny", "data.max_samples=40", "stage.num_samples=0"]),
+    "reward": (
+        "reward",
+        [*_AT_VALIDATION, "data=tiny_pairs", "data.max_samples=40", "stage.calibration=null"],
+    ),
+    "dpo": ("dpo", [*_AT_VALIDATION, "data=tiny_pairs", "data.max_samples=40"]),
+    # 3 prompt batches per epoch: interrupted after the first epoch.
+    "ppo": (
+        "ppo",
+        [
+            "experiment=ppo_smoke",
+            "stage.iterations=6",
+            "stage.compare_prompts=0",
+            "data.num_prompts=48",
+            "stage.algorithm.epochs=1",
+        ],
+    ),  # fmt: skip
+}
+_QUIET = [o for o in _COMMON if not o.startswith("trainer.log_every_n_steps")]
+
+
+@pytest.mark.parametrize("name", list(BOUNDARY_CASES))
+def test_a_resumed_run_logs_the_straight_runs_rows_at_the_default_interval(name, tmp_path):
+    stage, overrides = BOUNDARY_CASES[name]
+    half_way = {"ppo": 3}.get(name, 10)
+
+    def rows(run_dir: Path) -> list[tuple[int, dict[str, str]]]:
+        with (run_dir / "metrics.csv").open() as f:
+            return [
+                (int(row["step"]), {k: v for k, v in row.items() if v and "perf/" not in k})
+                for row in csv.DictReader(f)
+            ]
+
+    def go(more: list[str], run_dir: Path) -> list[tuple[int, dict[str, str]]]:
+        run(compose_config(stage, [*_QUIET, *overrides, *more], run_dir=run_dir))
+        return rows(run_dir)
+
+    straight = go([], tmp_path / "straight")
+    go([f"interrupt_at={half_way}"], tmp_path / "half")
+    resumed = go([f"ckpt_path={tmp_path / 'half/checkpoints/last.ckpt'}"], tmp_path / "resumed")
+    first = resumed[0][0]
+    assert resumed == [r for r in straight if r[0] >= first], (straight, resumed)
+    assert len(resumed) >= 2
+
+
+@pytest.mark.parametrize("name", ["sft", "ppo"])
+def test_a_finished_run_resumed_trains_no_further_and_writes_its_results(name, tmp_path):
+    """What a run stopped while writing its results (samples, export) is told to do."""
+    stage, overrides, _ = CASES[name]
+    done = _run(stage, overrides, tmp_path / "done")
+    before = torch.load(done / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = tmp_path / "last.ckpt"
+    (done / "checkpoints/last.ckpt").rename(ckpt)
+    again = _run(stage, [*overrides, f"ckpt_path={ckpt}", "export.enabled=true"], tmp_path / "b")
+    after = torch.load(again / "checkpoints/last.ckpt", map_location="cpu", weights_only=True)
+    assert after["global_step"] == before["global_step"]
+    assert all(torch.equal(before["state_dict"][k], v) for k, v in after["state_dict"].items())
+    assert (again / "model" / "config.json").is_file()

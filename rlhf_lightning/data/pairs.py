@@ -35,7 +35,8 @@ log-probabilities over; position 0 is never in it (nothing predicts it).
 completion's end: the prompt (the same for both sides) keeps its last
 ``max(budget - longest completion, budget // 2)`` tokens (all of it if shorter), the
 completions fill the rest; ``budget = max_length - len(lead) - len(end)``. A pair in which a
-side has no completion token left is dropped and counted (one warning per split).
+side has no completion token left, or whose sides are cut to the same tokens, is dropped and
+counted (one warning per split; an error when no pair is left).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ Pair = dict[str, Any]
 
 def resolve_pair_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     """Checks a ``canonical -> dataset column`` mapping (prompt/chosen/rejected/margin)."""
-    columns = dict(columns or {})
+    # A null entry (how the data configs list the names) keeps the default column name.
+    columns = {k: v for k, v in (columns or {}).items() if v is not None}
     for canonical in columns:
         if canonical not in PAIR_COLUMNS:
             raise DataError(
@@ -204,7 +206,8 @@ def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair 
 
     Returns:
         ``{"<side>_input_ids": list[int], "<side>_completion_mask": list[bool]}`` for both
-        sides, or None when a side has no completion token within ``max_length``.
+        sides, or None when a side has no completion token within ``max_length`` or both
+        sides are the same tokens there.
     """
     longest = max(len(chosen.completion), len(rejected.completion))
     pair: Pair = {}
@@ -227,6 +230,8 @@ def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair 
         completion_mask[0] = False
         pair[f"{name}_input_ids"] = input_ids
         pair[f"{name}_completion_mask"] = completion_mask
+    if pair["chosen_input_ids"] == pair["rejected_input_ids"]:
+        return None  # cut to the same tokens: no preference left to learn
     return pair
 
 

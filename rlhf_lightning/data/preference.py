@@ -217,8 +217,9 @@ class PreferenceDataModule(TokenizedDataModule):
         if dropped == 0:
             return
         message = (
-            f"{source}: {dropped} of {total} {role} pairs have a side with no completion token "
-            f"within data.max_length={self.max_length}"
+            f"{source}: {dropped} of {total} {role} pairs have a side with no completion token, "
+            f"or identical sides, within data.max_length={self.max_length} (nothing to learn "
+            "from them)"
         )
         if dropped == total:
             raise DataError(f"{message}; none is left. Fix: raise data.max_length.")

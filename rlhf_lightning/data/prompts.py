@@ -148,6 +148,12 @@ class PromptDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.rows is not None, "call setup() first"
+        if len(self.rows) < self.batch_size:  # a partial batch is dropped: nothing would run
+            raise DataError(
+                f"data.path={self.path}: {len(self.rows)} prompts, fewer than one rollout batch "
+                f"(data.batch_size={self.batch_size}), so no iteration would run. Fix: lower "
+                "data.batch_size or give more prompts."
+            )
         # The order depends on (seed, epoch) only; the position is saved in checkpoints.
         return resumable_loader(
             self.rows,

@@ -85,7 +85,7 @@ class SFTDataModule(TokenizedDataModule):
         self.tokenizer = tokenizer
         self.path = path
         self.format = format
-        self.columns = dict(columns or {})
+        self.columns = {k: v for k, v in (columns or {}).items() if v is not None}
         self.split = split
         self.val_split = val_split
         self.val_fraction = val_fraction
@@ -265,6 +265,12 @@ def prepare_splits(
     if max_samples is not None:
         train = _subset(train, max_samples, seed)
         val = _subset(val, max_samples, seed) if val is not None else None
+    if val is None and val_fraction > 0 and len(train) == 1:
+        raise DataError(
+            f"{source}: split '{split}' has 1 row, too few to hold out "
+            f"data.val_fraction={val_fraction} of it for validation and train on the rest. "
+            "Fix: give more rows, or data.val_fraction=0 to train without validation."
+        )
     if val is None and val_fraction > 0 and len(train) >= 2:
         n_val = max(1, round(len(train) * val_fraction))
         parts = train.train_test_split(test_size=n_val, shuffle=True, seed=seed)

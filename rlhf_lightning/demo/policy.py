@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,10 @@ import numpy as np
 import torch
 
 from rlhf_lightning.config import compose_stage
+from rlhf_lightning.demo.cache import ensure_entry, model_problem
 from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
 from rlhf_lightning.paths import cache_dir
+from rlhf_lightning.rundir import atomic_directory
 from rlhf_lightning.train import run
 
 log = logging.getLogger(__name__)
@@ -77,30 +77,28 @@ def _ensure_demo_model(
 ) -> Path:
     run_dir = demo_run_dir(name or stage)
     model_dir = run_dir / "model"
-    if (model_dir / "config.json").is_file():
-        return model_dir
-    overrides = links()  # the models this one starts from, built first if needed
-    log.warning(
-        "The demo %s model is not cached yet: training it now on the embedded default "
-        "(first use only, %s on 2 CPU cores) -> %s",
-        name or stage,
-        duration,
-        run_dir,
-    )
-    partial = run_dir.with_name(run_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with _preserved_rng():
-        overrides = ["trainer.enable_progress_bar=false", *overrides]
-        data = dataset() if dataset is not None else None
-        run(compose_stage(stage, overrides, run_dir=partial), dataset=data)
-    # The cache only ever holds a finished build.
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.replace(partial, run_dir)
-    summary_path = run_dir / "metrics.json"
-    summary = json.loads(summary_path.read_text())
-    summary["run_dir"] = str(run_dir)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("Demo %s model cached at %s", name or stage, model_dir)
+
+    def build() -> None:
+        overrides = links()  # the models this one starts from, built first if needed
+        log.warning(
+            "The demo %s model is not cached yet: training it now on the embedded default "
+            "(first use only, %s on 2 CPU cores) -> %s",
+            name or stage,
+            duration,
+            run_dir,
+        )
+        # The cache only ever holds a finished build: it is trained beside and renamed.
+        with atomic_directory(run_dir) as building, _preserved_rng():
+            overrides = ["trainer.enable_progress_bar=false", *overrides]
+            data = dataset() if dataset is not None else None
+            run(compose_stage(stage, overrides, run_dir=building), dataset=data)
+            summary_path = building / "metrics.json"
+            summary = json.loads(summary_path.read_text())
+            summary["run_dir"] = str(run_dir)
+            summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("Demo %s model cached at %s", name or stage, model_dir)
+
+    ensure_entry(run_dir, lambda: model_problem(model_dir), build)
     return model_dir
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from rlhf_lightning.demo.cache import ensure_entry, tokenizer_problem
 from rlhf_lightning.paths import cache_dir
+from rlhf_lightning.rundir import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +26,19 @@ def demo_tokenizer_dir() -> Path:
 
 
 def ensure_demo_tokenizer() -> Path:
-    """The demo tokenizer's directory, training and caching it first if needed (a few seconds)."""
+    """The demo tokenizer's directory, training and caching it first if needed (a few seconds;
+    a damaged cached copy is trained again, see ``demo/cache.py``)."""
     path = demo_tokenizer_dir()
-    if not (path / "tokenizer.json").is_file():
-        log.info("Training the demo tokenizer on the demo corpus (first use) -> %s", path)
+
+    def build() -> None:
+        log.info("Training the demo tokenizer on the demo corpus -> %s", path)
         from rlhf_lightning.data.demo_corpus import load_demo_corpus
 
         texts = load_demo_corpus()["text"]
-        train_bpe_tokenizer(texts, DEMO_VOCAB_SIZE).save_pretrained(path)
+        with atomic_directory(path) as tmp:
+            train_bpe_tokenizer(texts, DEMO_VOCAB_SIZE).save_pretrained(tmp)
+
+    ensure_entry(path, lambda: tokenizer_problem(path), build)
     return path
 
 

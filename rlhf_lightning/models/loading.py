@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -158,6 +159,24 @@ def resolve_model_path(name_or_path: str | None) -> str | None:
     return name_or_path
 
 
+def check_context_length(model: nn.Module, max_length: int | None, key: str) -> None:
+    """Refuse sequences longer than the model's position table (an IndexError deep inside the
+    embedding otherwise).
+
+    Raises:
+        ConfigError: naming `key`, when `max_length` exceeds the model's positions.
+    """
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
+    if max_length is not None and isinstance(positions, int) and max_length > positions:
+        raise ConfigError(
+            f"{key}={max_length}: longer than the model's {positions} positions. Fix: "
+            f"{key}={positions} or less (or a model with a longer context)."
+        )
+
+
 def load_pretrained(
     name_or_path: str,
     head: Head = "causal_lm",
@@ -174,7 +193,7 @@ def load_pretrained(
             trust_remote_code=trust_remote_code,
             **extra,
         )
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         if "custom code" in str(err):
             # transformers refused before importing anything from the checkpoint.
             raise ModelError(
@@ -182,6 +201,11 @@ def load_pretrained(
                 "which is not run unless asked for. Fix: read the .py files it ships; if you "
                 "trust them, set model.trust_remote_code=true (reward.trust_remote_code=true "
                 "for a reward model)."
+            ) from err
+        if isinstance(err, SafetensorError):
+            raise ModelError(
+                f"model.name_or_path={name_or_path}: its weights file is damaged ({err}): cut "
+                "short, or not safetensors. Fix: export or copy the model again."
             ) from err
         raise ModelError(
             f"model.name_or_path={name_or_path}: cannot load a causal LM "

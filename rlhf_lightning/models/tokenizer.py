@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from rlhf_lightning.errors import ConfigError, ModelError
@@ -50,6 +52,7 @@ def load_tokenizer(
 
     The result has a pad token distinct from EOS and a chat template (see `prepare_tokenizer`).
     """
+    _refuse_model_dir_without_tokenizer(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -60,6 +63,29 @@ def load_tokenizer(
             "on this machine."
         ) from err
     return prepare_tokenizer(tokenizer, chat_template=chat_template, pad_token=pad_token)
+
+
+# Files one of which every saved tokenizer has (fast, sentencepiece, BPE or WordPiece ones).
+_TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
+    "vocab.txt", "merges.txt", "special_tokens_map.json",
+)  # fmt: skip
+
+
+def _refuse_model_dir_without_tokenizer(name_or_path: str) -> None:
+    """A model directory without tokenizer files loads as a one-token tokenizer that encodes
+    every text to nothing; refuse it by name instead."""
+    directory = Path(name_or_path)
+    if not (directory / "config.json").is_file():
+        return
+    if any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        return
+    raise ModelError(
+        f"{name_or_path}: model files but no tokenizer files ({', '.join(_TOKENIZER_FILES[:2])}, "
+        "...): an export that was cut short, or a model saved without its tokenizer. Fix: "
+        "export it again (the run's command with ckpt_path=<run>/checkpoints/last.ckpt), save "
+        "the tokenizer beside it, or set model.tokenizer to the tokenizer to use."
+    )
 
 
 def prepare_tokenizer(

@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from peft import AutoPeftModelForCausalLM, PeftModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM
@@ -298,7 +299,7 @@ class CausalLMWithValueHead(nn.Module):
 def load_hf(auto_class: Any, path: str | Path, kwargs: dict[str, Any]) -> nn.Module:
     try:
         return auto_class.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, SafetensorError) as err:
         raise ModelError(
             f"{path}: cannot load it with {auto_class.__name__} ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}). Fix: point it at a directory "

@@ -10,6 +10,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from rlhf_lightning.errors import ConfigError
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer, int], LRScheduler]
 
@@ -26,7 +28,13 @@ def configure_optimizers(
     params = [p for p in model.parameters() if p.requires_grad]
     # Lightning's mixed-precision plugins refuse to clip gradients of a fused optimizer.
     mixed = "mixed" in str(precision)
-    opt = optimizer(params, **({} if mixed else _fused_if_possible(optimizer, params)))
+    try:
+        opt = optimizer(params, **({} if mixed else _fused_if_possible(optimizer, params)))
+    except ValueError as err:  # torch checks its hyper-parameters: "Invalid learning rate: -1"
+        raise ConfigError(
+            f"optim: {err}. Fix: set optim.lr > 0 (e.g. optim.lr=1e-4), optim.weight_decay >= 0 "
+            "and optim.betas in [0, 1)."
+        ) from err
     if scheduler is None:
         return opt
     return {

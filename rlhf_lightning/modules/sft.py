@@ -87,6 +87,8 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         if self._baseline_known or not hasattr(datamodule, "target_tokens"):
             return
         datamodule.setup("fit")
+        if getattr(datamodule, "val_dataset", None) is None:
+            return  # no validation split (data.val_fraction=0): no baseline to log
         self.unigram_perplexity = unigram_baseline(
             datamodule.target_tokens("train"),
             datamodule.target_tokens("validation"),

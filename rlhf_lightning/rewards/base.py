@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlhf_lightning.deadline import DeadlineExceeded, call_with_deadline
 from rlhf_lightning.errors import RewardError
 
 _PREVIEW_CHARS = 60
@@ -41,6 +42,38 @@ class RewardSource(Protocol):
             One reward per completion, float32 on CPU. Shape (B,).
         """
         ...
+
+
+def score_within(
+    source: RewardSource,
+    prompts: list[str],
+    completions: list[str],
+    columns: Mapping[str, Any],
+    timeout_s: float | None,
+) -> Tensor:
+    """``source(prompts, completions, **columns)``, given at most `timeout_s` seconds.
+
+    The call runs in a worker thread (``rlhf_lightning.deadline``), so that a source that
+    hangs ends the run with a message and a stop request (SIGTERM, Ctrl+C) still saves a
+    checkpoint. ``timeout_s=None`` calls it in this thread, unbounded: for a function that
+    needs the main thread (one that sets signal alarms, for instance).
+
+    Raises:
+        RewardError: no scores after `timeout_s` seconds.
+    """
+    if timeout_s is None:
+        return source(prompts, completions, **columns)
+    try:
+        return call_with_deadline(source, (prompts, completions), columns, timeout_s=timeout_s)
+    except DeadlineExceeded as err:
+        name = getattr(source, "source", None) or f"reward source {type(source).__name__}"
+        first = f" (first prompt {preview(prompts[0])})" if prompts else ""
+        raise RewardError(
+            f"{name}: returned no scores within {timeout_s:g} s for a batch of {len(prompts)}"
+            f"{first}; the call was abandoned. Fix: look for a hang in it (a lock, a network "
+            "call without a timeout, an endless loop), make it faster, or raise "
+            "stage.reward_timeout_s."
+        ) from err
 
 
 def preview(value: Any, limit: int = _PREVIEW_CHARS) -> str:
@@ -151,6 +184,11 @@ def _as_tensor(scores: Any, source: str, prompts: Sequence[str] | None, offset: 
             raise RewardError(
                 f"{source}: returned a tensor of dtype {scores.dtype}. "
                 "Fix: return real numbers (float rewards)."
+            )
+        if scores.device.type == "meta":
+            raise RewardError(
+                f"{source}: returned a tensor on the meta device, which holds no values. "
+                "Fix: compute the rewards on a real device (CPU or GPU) and return them."
             )
         return scores.detach().to(device="cpu", dtype=torch.float32)
     if isinstance(scores, np.ndarray) and scores.dtype.kind in "biuf":

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlhf_lightning.deadline import DeadlineExceeded, call_with_deadline
 from rlhf_lightning.errors import RewardError
 from rlhf_lightning.rewards.base import check_inputs, check_scores, is_batch_column
 
@@ -43,12 +44,13 @@ class HTTPReward:
 
     Args:
         url: ``http://`` or ``https://`` endpoint.
-        timeout: Seconds to wait for the connection and for each read.
+        timeout: Seconds one attempt may take, from connecting to the answer's last byte.
         retries: Further attempts after a connection error, timeout or 5xx answer.
         backoff: Seconds before the first retry; doubled for each later one.
         headers: Extra request headers, e.g. ``{"Authorization": "Bearer ..."}``; their values
             are kept out of every message and ``repr``.
         batch_size: Send at most this many completions per request; None sends the whole batch.
+        max_response_bytes: Largest answer read; a larger one is refused (not retried).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class HTTPReward:
         backoff: float = 0.5,
         headers: Mapping[str, str] | None = None,
         batch_size: int | None = None,
+        max_response_bytes: int = 10_000_000,
     ) -> None:
         parsed = urllib.parse.urlsplit(str(url))
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -77,17 +80,20 @@ class HTTPReward:
             or retries < 0
             or backoff < 0
             or (batch_size is not None and batch_size < 1)
+            or max_response_bytes < 1
         ):
             raise RewardError(
                 f"HTTP reward {_display_url(url)}: timeout={timeout}, retries={retries}, "
-                f"backoff={backoff}, batch_size={batch_size}. Fix: timeout > 0, retries >= 0, "
-                "backoff >= 0, batch_size >= 1 or null."
+                f"backoff={backoff}, batch_size={batch_size}, max_response_bytes="
+                f"{max_response_bytes}. Fix: timeout > 0, retries >= 0, backoff >= 0, "
+                "batch_size >= 1 or null, max_response_bytes >= 1."
             )
         self.url = str(url)
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.backoff = float(backoff)
         self.batch_size = batch_size
+        self.max_response_bytes = int(max_response_bytes)
         self._headers = {str(k): str(v) for k, v in (headers or {}).items()}
 
     @property
@@ -138,8 +144,11 @@ class HTTPReward:
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    body = response.read()
+                # The socket timeout bounds each read; this bounds the whole attempt, so a
+                # server trickling its answer (or its headers) cannot hold the run.
+                body = call_with_deadline(self._exchange, (request,), timeout_s=self.timeout)
+            except DeadlineExceeded:
+                last_error = f"timed out: no complete answer within {self.timeout:g} s"
             except urllib.error.HTTPError as err:
                 if err.code < 500:
                     raise RewardError(
@@ -166,6 +175,26 @@ class HTTPReward:
             "URL, or raise reward.timeout / reward.retries."
         )
 
+    def _exchange(self, request: urllib.request.Request) -> bytes:
+        """One attempt: the answer's body, at most ``max_response_bytes`` of it."""
+        deadline = time.monotonic() + self.timeout
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            length = response.headers.get("Content-Length", "")
+            size = int(length) if length.isdigit() else 0
+            chunks: list[bytes] = []
+            while size <= self.max_response_bytes and (chunk := response.read1(1 << 16)):
+                if time.monotonic() > deadline:  # abandoned by the caller: stop reading
+                    raise TimeoutError("the attempt's deadline passed")
+                chunks.append(chunk)
+                size = max(size, sum(map(len, chunks)))
+        if size > self.max_response_bytes:
+            raise RewardError(
+                f"{self.source}: the answer is larger than reward.max_response_bytes="
+                f"{self.max_response_bytes} ({size} bytes or more). Fix: make the server answer "
+                'only {"rewards": [...]}, or raise reward.max_response_bytes.'
+            )
+        return b"".join(chunks)
+
     def _decode(self, body: bytes) -> Any:
         try:
             return json.loads(body.decode("utf-8"))
@@ -190,6 +219,8 @@ class HTTPReward:
     def _redact(self, text: str) -> str:
         """``text`` with every header value and URL secret replaced by ``***``."""
         secrets = [v for v in self._headers.values() if v]
+        # A server may echo the token alone, without its scheme ("Bearer <token>").
+        secrets += [part for v in self._headers.values() for part in v.split() if len(part) >= 8]
         parsed = urllib.parse.urlsplit(self.url)
         secrets += [s for s in (parsed.password, parsed.username, parsed.query) if s]
         for secret in sorted(secrets, key=len, reverse=True):

@@ -141,6 +141,10 @@ class ModelReward:
                 "directory a reward run exported (<run_dir>/model), with config.json, weights and "
                 "tokenizer files, or at a hub id cached on this machine."
             ) from err
+        if (Path(path) / ADAPTER_CONFIG).is_file():
+            # A LoRA export saves no model config: the base's may name another pad token than
+            # the tokenizer the reward model was trained with, which is saved beside it.
+            model.config.pad_token_id = tok.pad_token_id
         calibration = Path(path) / CALIBRATION_FILE  # a LoRA export keeps it beside the adapter
         if calibration.is_file() and getattr(model.config, "reward_calibration", None) is None:
             model.config.reward_calibration = json.loads(calibration.read_text())

@@ -22,7 +22,7 @@ from rlhf_lightning.train import run
 
 EXPERIMENT_DIR = config_dir() / "experiment"
 EXPERIMENTS = sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
-RL_STAGES = ("ppo", "grpo", "rloo")
+RL_STAGES = ("ppo", "grpo", "rloo", "gspo", "reinforce_pp")
 
 _SUPERVISED = [
     "data.max_samples=64",
@@ -54,6 +54,13 @@ TINY: dict[str, list[str]] = {
     ],
     "grpo": [*_RL, "stage.sampling.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
     "rloo": [*_RL, "stage.sampling.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
+    "gspo": [*_RL, "stage.sampling.max_new_tokens=8", "stage.algorithm.num_minibatches=2"],
+    "reinforce_pp": [
+        *_RL,
+        "stage.sampling.max_new_tokens=8",
+        "stage.algorithm.epochs=1",
+        "stage.algorithm.num_minibatches=2",
+    ],
 }
 TINY_MODEL = "model=tiny"
 # Replaces a reward model (the demo one is built on first use: minutes) with a Python function.
@@ -62,6 +69,8 @@ PYTHON_REWARD = ["reward=callable", "reward.function=rlhf_lightning.rewards.exam
 # default (model=tiny, and PYTHON_REWARD when it scores with a reward model).
 EXTRA: dict[str, list[str]] = {
     "reward_minilm": [],  # composed as shipped: the MiniLM encoder, not model=tiny
+    # The reference is the policy's base with its adapter off, so the tiny policy needs LoRA.
+    "smollm2_adapters": [TINY_MODEL, "model.lora.enabled=true", *PYTHON_REWARD],
 }
 # Recipe -> why it is only composed here, not run.
 COMPOSE_ONLY = {
@@ -102,7 +111,8 @@ def test_recipe_runs_a_few_steps(name: str, tmp_path: Path):
         extra = EXTRA[name]
     else:
         extra = [TINY_MODEL]
-        if stage in RL_STAGES and "path" in (probe.get("reward") or {}):  # a reward model by path
+        # A reward model by path; the key set, as `in` is False for a path left unset (???).
+        if stage in RL_STAGES and "path" in set(probe.get("reward") or {}):
             extra += PYTHON_REWARD
     run_dir = tmp_path / "run"
     cfg = compose_config(stage, [f"experiment={name}", *TINY[stage], *extra], run_dir=run_dir)

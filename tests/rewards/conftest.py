@@ -36,6 +36,8 @@ class RewardServer:
     url: str
     respond: Responder = char_lengths
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # Seconds between the bytes of the answer's body (0: all at once): a trickling server.
+    trickle_s: float = 0.0
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -60,7 +62,12 @@ def reward_server() -> Iterator[RewardServer]:
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not state.trickle_s:
+                self.wfile.write(body)
+            for byte in body if state.trickle_s else b"":
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(state.trickle_s)
 
         def log_message(self, *args: Any) -> None:
             pass

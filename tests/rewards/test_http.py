@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +93,14 @@ def test_a_4xx_is_not_retried_and_secrets_in_the_body_are_masked(reward_server):
     assert SECRET not in str(err.value)
 
 
+def test_a_401_echoing_the_bare_token_is_masked(reward_server, caplog):
+    bare = SECRET.split()[-1]  # the token without its "Bearer " scheme
+    reward_server.respond = answer(f"unknown token {bare}".encode(), status=401)
+    with pytest.raises(RewardError, match=r"\(unknown token \*\*\*\)") as err:
+        client(reward_server.url)(PROMPTS, COMPLETIONS)
+    assert bare not in str(err.value) and bare not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("body", "match"),
     [
@@ -131,6 +140,24 @@ def test_a_slow_server_times_out(reward_server):
     with pytest.raises(RewardError, match=r"no answer after 2 attempt\(s\).*timed out") as err:
         reward(PROMPTS, COMPLETIONS)
     assert "Fix:" in str(err.value) and SECRET not in str(err.value)
+
+
+def test_a_trickling_server_is_cut_off_at_the_timeout(reward_server):
+    reward_server.trickle_s = 0.2  # a byte every 0.2 s: 30 bytes take 6 s
+    reward = client(reward_server.url, timeout=1.0)
+    start = time.monotonic()
+    with pytest.raises(RewardError, match=r"no answer after 1 attempt\(s\).*within 1 s") as err:
+        reward(PROMPTS, COMPLETIONS)
+    assert time.monotonic() - start < 3
+    assert SECRET not in str(err.value)
+
+
+def test_an_answer_over_the_size_cap_is_refused(reward_server):
+    reward_server.respond = answer({"rewards": [1, 2, 3], "junk": "x" * 200_000})
+    reward = client(reward_server.url, max_response_bytes=100_000, retries=2)
+    with pytest.raises(RewardError, match=r"larger than reward.max_response_bytes=100000"):
+        reward(PROMPTS, COMPLETIONS)
+    assert len(reward_server.requests) == 1  # not retried: the same question gets the same answer
 
 
 def test_a_closed_port_is_unreachable():

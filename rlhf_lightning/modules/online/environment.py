@@ -10,6 +10,7 @@ keeps the environment's tokens out of the loss, the KL and the values, and its
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ class EnvironmentSteps:
     iterations: int
     trainer: Any
     device: torch.device
+    score: Callable[..., Tensor]  # the reward source within the stage's deadline
 
     def setup_environment(
         self,
@@ -73,15 +75,15 @@ class EnvironmentSteps:
         )  # fmt: skip
         return self.last_env_rollout.batch.to(self.device)
 
-    def score(self, rollout: RolloutBatch, columns: dict[str, list]) -> Tensor:
+    def score_rollout(self, rollout: RolloutBatch, columns: dict[str, list]) -> Tensor:
         """Step 2: the reward source's scores; with an environment, each episode's summed turn
-        rewards, plus the reward source's score of its transcript when one is set too."""
+        rewards, plus the reward source's score of its transcript when one is set too (within
+        the stage's reward deadline either way)."""
         if rollout.turn_rewards is None:
-            assert self.reward is not None
-            return self.reward(rollout.prompts, rollout.completions, **columns)
+            return self.score(rollout.prompts, rollout.completions, **columns)
         scores = rollout.turn_rewards.sum(dim=1)
         if self.reward is not None:
-            extra = self.reward(rollout.prompts, rollout.completions, **columns)
+            extra = self.score(rollout.prompts, rollout.completions, **columns)
             scores = scores + extra.to(scores.device)
         return scores
 
@@ -115,7 +117,7 @@ class EnvironmentSteps:
                 self.rollout_backend, reference_lm, self.tokenizer, self.env, rows,
                 self.sampling, self.turns, seed=seed, row_keys=keys,
             )  # fmt: skip
-        reward, ref_reward = (self.score(p.batch, _columns(rows)) for p in (after, before))
+        reward, ref_reward = (self.score_rollout(p.batch, _columns(rows)) for p in (after, before))
         return [
             {
                 "prompt": after.batch.prompts[i],
@@ -131,9 +133,10 @@ class EnvironmentSteps:
 
     # -- held-out evaluation (stage.env_eval) ----------------------------------------------
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def evaluate_in_env_if_due(self) -> None:
+        """Before an iteration: the policy after `iteration` iterations, when it is due."""
         if self.env_eval is not None and self.env_eval.due(self.iteration):
-            self.evaluate_in_env()  # the policy after `iteration` iterations
+            self.evaluate_in_env()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.env_eval is not None and self.iteration == self.iterations:

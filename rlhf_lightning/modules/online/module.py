@@ -20,6 +20,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data.prompts import PromptDataModule
+from rlhf_lightning.deadline import checked_timeout
 from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
 from rlhf_lightning.envs import Environment, TurnLimits
 from rlhf_lightning.envs.evaluation import EnvEvaluator
@@ -45,7 +46,7 @@ from rlhf_lightning.modules.online.records import (
     write_samples,
 )
 from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.rewards.base import RewardSource
+from rlhf_lightning.rewards.base import RewardSource, score_within
 from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
         reward: any reward source; extra prompt columns reach it as keyword arguments. With
             an environment it may be None (the environment's rewards alone) or is added to them.
+        reward_timeout_s: seconds per scoring call (``score_within``); None: unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
             optimizer step, planned from ``iterations``.
@@ -107,11 +109,15 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         compare_prompts: int = 16,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
+        reward_timeout_s: float | None = 300.0,
         env: Environment | None = None,
         turns: TurnLimits | None = None,
         env_eval: EnvEvaluator | None = None,
     ) -> None:
         super().__init__()
+        self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
+        if iterations < 1:
+            raise ConfigError(f"stage.iterations={iterations}: nothing would run. Fix: >= 1.")
         model, critic_model = with_critic(disable_dropout(model), critic, critic_init)
         self.policy = model
         self.reference = build_reference(model, reference) if algorithm.needs_reference else None
@@ -156,7 +162,7 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
             rollout = self.ahead.take(self.iteration) or self.collect_rollout(prompts, columns)
         with self.phase("scoring"):  # 2. the reward source (or the environment) scores them
-            scores = self.score(rollout, columns)
+            scores = self.score_rollout(rollout, columns)
         if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
             return
         with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
@@ -172,6 +178,18 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         self._log_iteration(rollout, experience, scores, stats, mean_kl, elapsed)  # 8. metrics
         self._record_samples(rollout, scores, experience.sequence_kl)
         self._finish_iteration()
+
+    def score(self, prompts: list[str], completions: list[str], **columns: Any) -> torch.Tensor:
+        """The reward source's scores, within ``reward_timeout_s`` (``score_within``)."""
+        return score_within(self.reward, prompts, completions, columns, self.reward_timeout_s)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # Resumed with every iteration done (to finish and export): no further iteration.
+        self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
+        if self.trainer.should_stop:
+            return -1
+        self.evaluate_in_env_if_due()  # held-out games before this iteration (stage.env_eval)
+        return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
         """Each prompt (and its extra columns) ``group_size`` times, prompt-major."""
@@ -305,7 +323,7 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
             rows = self.compare_episodes(rows_of(prompts, columns), self.seed)
         else:
             rows = compare_with_reference(
-                self.policy, self.reference, self.tokenizer, self.reward, prompts, self.sampling,
+                self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
                 self.seed, columns,
             )  # fmt: skip
         append_rows(
@@ -320,9 +338,8 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:
         """The policy (the value head beside it), its tokenizer, and a separate critic in
         ``critic/``: a Hugging Face directory."""
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-        if self.critic is not None:
-            self.critic.save_pretrained(out_dir / "critic")
+        parts = {"critic": self.critic} if self.critic is not None else None
+        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora, parts=parts)
 
     def teardown(self, stage: str) -> None:
         self.ahead.close()
