@@ -54,11 +54,16 @@ class TurnLimits:
             the sampled tokens and append the new messages after them (the policy is trained
             on exactly what it conditioned on), or ``drop`` the trajectory (it ends there and
             takes no part in the loss). Either way it is counted (``env/template_rewrites``).
+        unfinished_turns: A turn that reaches ``sampling.max_new_tokens`` without its
+            end-of-turn token: ``cut`` the trajectory there, or ``close`` the turn with that
+            token, appended as an environment token (not sampled, so not trained), and show
+            the text to the environment as the turn (``env/closed_turns`` counts them).
     """
 
     max_turns: int = 4
     max_total_tokens: int = 256
     on_template_rewrite: Literal["keep", "drop"] = "keep"
+    unfinished_turns: Literal["cut", "close"] = "cut"
 
     def __post_init__(self) -> None:
         if self.max_turns < 1 or self.max_total_tokens < 2:
@@ -69,6 +74,10 @@ class TurnLimits:
         if self.on_template_rewrite not in ("keep", "drop"):
             raise ConfigError(
                 f"stage.turns.on_template_rewrite={self.on_template_rewrite!r}. Fix: keep or drop."
+            )
+        if self.unfinished_turns not in ("cut", "close"):
+            raise ConfigError(
+                f"stage.turns.unfinished_turns={self.unfinished_turns!r}. Fix: cut or close."
             )
 
 
@@ -164,7 +173,7 @@ def play_episodes(
     tools = getattr(env, "tools", None)
     stops = sampling.stop_token_ids or turn_end_ids(tokenizer)
     episodes = [_start(env, row, tokenizer, tools, limits) for row in rows]
-    counts = {"template_rewrites": 0, "dropped": 0, "cut": 0}
+    counts = {"template_rewrites": 0, "dropped": 0, "cut": 0, "closed_turns": 0}
     recorded = {"policy_logprobs": True, "logprobs": True}  # by the backend at every turn
     for turn in range(limits.max_turns):
         live = [i for i, episode in enumerate(episodes) if not episode.done]
@@ -184,7 +193,7 @@ def play_episodes(
         for name in recorded:
             recorded[name] &= getattr(batch, name) is not None
         for j, i in enumerate(live):
-            _take_turn(episodes[i], batch, j, left[j], tokenizer, tools, limits, counts)
+            _take_turn(episodes[i], batch, j, left[j], stops[0], tokenizer, tools, limits, counts)
     for episode in episodes:
         if not episode.done:  # out of turns
             episode.end(cut=True)
@@ -218,6 +227,7 @@ def _take_turn(
     batch: RolloutBatch,
     j: int,
     left: int,
+    stop: int,
     tokenizer: PreTrainedTokenizerBase,
     tools,
     limits: TurnLimits,
@@ -234,19 +244,26 @@ def _take_turn(
     ]
     episode.append(ids, True, *recorded)
     episode.turns += 1
-    if not (bool(batch.contains_stop[j]) and keep == n):
+    last_sampled = len(episode.ids) - 1  # where the turn's reward goes
+    if bool(batch.contains_stop[j]) and keep == n:
+        said = ids[:-1]
+    elif _closes(episode, batch, j, keep, limits):
+        episode.append([stop], False, [], [])  # the template's end of turn, not sampled
+        counts["closed_turns"] += 1
+        said = ids
+    else:
         episode.end(cut=True)  # the turn did not end: nothing to show the environment
         return
-    text = tokenizer.decode(ids[:-1], skip_special_tokens=True)  # for the environment only
+    text = tokenizer.decode(said, skip_special_tokens=True)  # for the environment only
     episode.messages.append({"role": "assistant", "content": text})
     result = checked_step(episode.env.step(text), episode.env)
-    episode.rewards[len(episode.ids) - 1] = result.reward
+    episode.rewards[last_sampled] = result.reward
     episode.info = result.info
     if result.done or not result.messages:
         episode.messages += result.messages or []
         episode.end()
         return
-    stop_text = tokenizer.decode(ids[-1:])
+    stop_text = tokenizer.decode([episode.ids[-1]])
     delta = delta_after_turn(tokenizer, episode.messages, result.messages, stop_text, tools)
     episode.messages += result.messages
     if not delta.prefix_stable:
@@ -262,6 +279,14 @@ def _take_turn(
         episode.end(cut=True)  # no room for another turn
         return
     episode.append(delta.ids, False, [], [])
+
+
+def _closes(episode: _Episode, batch: RolloutBatch, j: int, keep: int, limits: TurnLimits) -> bool:
+    """Whether an unfinished turn is closed with the end-of-turn token (``unfinished_turns``):
+    it ran out of ``max_new_tokens`` (not of the trajectory's token budget) and the token fits."""
+    whole = keep == int(batch.response_mask[j].sum())
+    room = episode.length + 1 < limits.max_total_tokens
+    return limits.unfinished_turns == "close" and whole and room
 
 
 def _assemble(

@@ -153,7 +153,11 @@ class EnvironmentSteps:
             self.turns,
         )  # fmt: skip
         metrics["perf/eval_s"] = time.perf_counter() - start
-        self.log_dict(metrics)  # type: ignore[attr-defined]
+        # Straight to the loggers, once per evaluation: logged from a batch hook through
+        # `self.log`, the values would be repeated on every later step's row.
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                logger.log_metrics(metrics, step=self.trainer.global_step)
         return metrics
 
 
