@@ -48,6 +48,13 @@ CASES = {
     ),
     "grpo": ("grpo", ["experiment=grpo_smoke", *_RL, "data.num_prompts=24"], 4),
     "rloo": ("rloo", ["experiment=rloo_smoke", *_RL, "data.num_prompts=24"], 4),
+    # Multi-turn episodes in an environment (3 prompt batches per epoch), with a held-out
+    # evaluation at the interruption point.
+    "grpo, multi-turn environment": (
+        "grpo",
+        ["experiment=guess_number_smoke", *_RL, "data.num_prompts=12", "stage.env_eval.every=2"],
+        4,
+    ),
     # Asynchronous RL: the rollout generated ahead at the interruption is in the checkpoint.
     "grpo, rollouts one iteration ahead": (
         "grpo",
