@@ -5,7 +5,8 @@ assistant names a number; the environment answers ``Higher.`` or ``Lower.`` unti
 is found (reward ``1``, ``info["success"]``) or the guesses run out (reward 0, the number is
 told). A reply without a number counts as a guess and is answered ``Reply with one number.``.
 Each guess costs ``guess_cost`` (a per-turn reward, placed on that turn), so finding the number
-sooner is better than later.
+sooner is better than later; a guess the answers so far already rule out (or no number at
+all) costs ``wasted_cost`` more: a dense signal that reaches the turn that wasted the guess.
 
 :func:`demonstrations` plays the game with a scripted player that guesses uniformly within
 the range the answers so far leave open: conversations for an SFT warm-up that teaches the
@@ -29,22 +30,29 @@ class GuessNumber:
     Args:
         success_reward: The reward of the turn that names the secret.
         guess_cost: Subtracted from every turn's reward (0: only success counts).
+        wasted_cost: Subtracted from the reward of a guess outside the range the answers so
+            far leave open, or of a reply without a number.
         max_guesses: Guesses when the row does not say (its ``max_guesses`` column).
     """
 
     def __init__(
-        self, success_reward: float = 1.0, guess_cost: float = 0.0, max_guesses: int = 4
+        self,
+        success_reward: float = 1.0,
+        guess_cost: float = 0.0,
+        wasted_cost: float = 0.0,
+        max_guesses: int = 4,
     ) -> None:
         self.success_reward = success_reward
         self.guess_cost = guess_cost
+        self.wasted_cost = wasted_cost
         self.max_guesses = max_guesses
-        self.secret = self.guesses = 0
+        self.secret = self.guesses = self.low = self.high = 0
         self.limit = max_guesses
 
     def reset(self, row: dict[str, Any]) -> list[Message]:
         self.secret = int(row["secret"])
         self.limit = int(row.get("max_guesses") or self.max_guesses)
-        self.guesses = 0
+        self.guesses, self.low, self.high = 0, 1, int(row.get("high") or self.secret)
         return [{"role": "user", "content": row["prompt"]}]
 
     def step(self, assistant_text: str) -> StepResult:
@@ -54,6 +62,12 @@ class GuessNumber:
         if guess == self.secret:
             reward = self.success_reward - self.guess_cost
             return StepResult(None, reward, True, {"success": True, "guesses": self.guesses})
+        wasted = guess is None or not self.low <= guess <= self.high
+        reward = -self.guess_cost - self.wasted_cost * wasted
+        if guess is not None and guess < self.secret:
+            self.low = max(self.low, guess + 1)
+        elif guess is not None:
+            self.high = min(self.high, guess - 1)
         over = self.guesses >= self.limit
         if over:
             reply = f"No. It was {self.secret}."
@@ -62,7 +76,7 @@ class GuessNumber:
         else:
             reply = "Higher." if guess < self.secret else "Lower."
         info = {"success": False, "guesses": self.guesses}
-        return StepResult([{"role": "user", "content": reply}], -self.guess_cost, over, info)
+        return StepResult([{"role": "user", "content": reply}], reward, over, info)
 
 
 def demonstrations(rows: list[dict[str, Any]], seed: int = 0) -> list[list[Message]]:

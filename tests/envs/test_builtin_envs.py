@@ -110,3 +110,12 @@ def test_each_game_set_holds_out_a_disjoint_validation_split(build, columns):
         return {tuple(row[k] for k in ["prompt", *key]) for row in splits[split]}
 
     assert games("train").isdisjoint(games("validation")) and len(splits["validation"]) > 0
+
+
+def test_guess_number_charges_a_wasted_guess_on_its_own_turn():
+    env = GuessNumber(wasted_cost=0.5)
+    env.reset({"prompt": "p", "secret": 5, "high": 8, "max_guesses": 4})
+    assert env.step("7").reward == 0.0  # in range: Lower, open range now 1..6
+    assert env.step("7").reward == -0.5  # already ruled out
+    assert env.step("none").reward == -0.5
+    assert env.step("5").reward == 1.0
