@@ -8,6 +8,7 @@ environment (or a tool) answers between them, and rewards flow into the usual es
 * :class:`EnvEvaluator`: held-out ``eval/success_rate``;
 * tools (``envs/tools.py``): :class:`ToolEnv`, :class:`Calculator`, :class:`PythonTool`
   (in the sandbox), tool calls parsed from the assistant's turn;
+* :class:`HTTPEnv`: an environment served over HTTP (the HTTP reward's timeouts and errors);
 * built in: :class:`GuessNumber`, :class:`ToolArithmetic`, :class:`Codebreaker`.
 """
 
@@ -15,6 +16,7 @@ from rlhf_lightning.envs.base import Environment, Message, StepResult
 from rlhf_lightning.envs.codebreaker import Codebreaker
 from rlhf_lightning.envs.evaluation import EnvEvaluator
 from rlhf_lightning.envs.guess_number import GuessNumber
+from rlhf_lightning.envs.http import HTTPEnv
 from rlhf_lightning.envs.rollout_loop import EnvRollout, TurnLimits, play_episodes
 from rlhf_lightning.envs.tools import (
     Calculator,
@@ -32,6 +34,7 @@ __all__ = [
     "EnvRollout",
     "Environment",
     "GuessNumber",
+    "HTTPEnv",
     "Message",
     "PythonTool",
     "StepResult",
