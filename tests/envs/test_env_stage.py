@@ -5,8 +5,10 @@ multi-turn samples; the policy trains."""
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
+import pytest
 
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.envs import TurnLimits
@@ -54,3 +56,33 @@ def test_turn_limits_are_checked_at_construction():
             assert "stage.turns" in str(err)
         else:
             raise AssertionError(bad)
+
+
+@pytest.mark.parametrize("stage", ["rloo", "ppo"])
+def test_rloo_and_ppo_train_on_multi_turn_episodes(stage, tmp_path):
+    # The smoke recipe's environment and limits under another stage (PPO: values and GAE on
+    # the policy's tokens only).
+    overrides = [
+        "env=guess_number",
+        "model=tiny",
+        "reward=callable",
+        "reward.function=rlhf_lightning.rewards.examples:letter_rate",
+        "stage.reward=${reward}",
+        "stage.turns.unfinished_turns=close",
+        "stage.turns.max_turns=3",
+        "stage.turns.max_total_tokens=96",
+        "stage.sampling.max_new_tokens=6",
+        "stage.env_eval.num_rows=4",
+        "data.batch_size=4",
+        "data.num_prompts=16",
+        "stage.iterations=2",
+        "stage.compare_prompts=0",
+        "report=false",
+        *QUIET,
+    ]
+    run(compose_config(stage, overrides, tmp_path))
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert (metrics["env/turns"].dropna() > 1).all()
+    assert metrics["train/policy_loss"].dropna().map(math.isfinite).all()
+    if stage == "ppo":
+        assert metrics["train/value_loss"].dropna().map(math.isfinite).all()
