@@ -33,7 +33,20 @@ import workload  # noqa: E402
 TRL_VENV = HERE / ".venv-trl"
 TRL_PPO_VENV = HERE / ".venv-trl-ppo"
 TRL_PPO_CLASSIC_VENV = HERE / ".venv-trl-ppo-classic"
-ORDER = ("sft", "reward", "dpo", "ppo", "ppo_shared", "ppo_valuehead", "grpo", "rloo")
+ORDER = (
+    "sft",
+    "reward",
+    "dpo",
+    "kto",
+    "orpo",
+    "simpo",
+    "ppo",
+    "ppo_shared",
+    "ppo_valuehead",
+    "grpo",
+    "rloo",
+    "online_dpo",
+)
 VENV_OF = {
     "ppo": TRL_PPO_VENV,
     "ppo_shared": TRL_PPO_VENV,

@@ -64,17 +64,28 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             *offline,
             *common,
         ]
-    if stage.name in ("reward", "dpo"):
+    if stage.name in ("reward", "dpo", "kto", "orpo", "simpo"):
+        data = "kto.jsonl" if stage.name == "kto" else "pairs.jsonl"
         pairs = [
             "model=pretrained",
             f"model.name_or_path={policy}",
-            f"data.path={work / 'pairs.jsonl'}",
+            f"data.path={work / data}",
             "data.max_length=256",  # no truncation: every side is PAIR_PROMPT + PAIR_COMPLETION + 1
             *offline,
             *common,
         ]
         if stage.name == "reward":
             return [*pairs, "stage.calibration=null"]
+        if stage.name == "kto":
+            return [*pairs, f"stage.beta={workload.KTO_BETA}", "stage.reference=copy"]
+        if stage.name == "orpo":
+            return [*pairs, f"stage.lam={workload.ORPO_LAMBDA}"]
+        if stage.name == "simpo":
+            return [
+                *pairs,
+                f"stage.beta={workload.SIMPO_BETA}",
+                f"stage.gamma={workload.SIMPO_GAMMA}",
+            ]
         return [
             *pairs,
             f"stage.beta={workload.DPO_BETA}",
@@ -113,6 +124,17 @@ def overrides(stage: workload.Stage, work: Path) -> list[str]:
             f"stage.sampling.min_new_tokens={workload.RESPONSE_TOKENS}",
             f"stage.algorithm.kl_coef={beta}",
             f"stage.algorithm.max_grad_norm={workload.MAX_GRAD_NORM}",
+            *common,
+        ]
+    if stage.name == "online_dpo":
+        return [
+            "model=pretrained",
+            *online,
+            "stage.reference=copy",
+            f"stage.sampling.max_new_tokens={workload.RESPONSE_TOKENS}",
+            f"stage.sampling.min_new_tokens={workload.RESPONSE_TOKENS}",
+            f"stage.beta={workload.ONLINE_DPO_BETA}",
+            f"stage.max_grad_norm={workload.MAX_GRAD_NORM}",
             *common,
         ]
     raise SystemExit(f"unknown stage {stage.name}")

@@ -1,6 +1,6 @@
 """Run one benchmark stage through TRL, inside a TRL virtualenv made by `setup_trl.sh`.
 
-    benchmarks/.venv-trl/bin/python benchmarks/run_trl.py --stage sft       # sft reward dpo grpo rloo
+    benchmarks/.venv-trl/bin/python benchmarks/run_trl.py --stage sft       # every stage but ppo
     benchmarks/.venv-trl-ppo/bin/python benchmarks/run_trl.py --stage ppo   # the last TRL with PPO
 
 The trainers run with their defaults except where this project's run differs, and what would
@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
+
+OFFLINE = ("sft", "reward", "dpo", "kto", "orpo", "simpo")
 
 
 def common_args(stage: workload.Stage, output_dir: str, max_steps: int, batch: int) -> dict:
@@ -46,9 +48,7 @@ def common_args(stage: workload.Stage, output_dir: str, max_steps: int, batch: i
         "gradient_accumulation_steps": 1,
         "dataloader_num_workers": 0,
         # this project logs every 10 optimizer steps offline, every iteration online
-        "logging_steps": 10
-        if stage.name in ("sft", "reward", "dpo")
-        else stage.updates_per_iteration,
+        "logging_steps": 10 if stage.name in OFFLINE else stage.updates_per_iteration,
     }
 
 
@@ -110,6 +110,10 @@ def build_trainer(stage: workload.Stage, work: Path, output_dir: str, callback):
             processing_class=tokenizer,
             callbacks=[callback],
         )
+    if stage.name in ("kto", "orpo", "simpo"):
+        return build_preference_trainer(stage, work, output_dir, callback, tokenizer)
+    if stage.name == "online_dpo":
+        return build_online_dpo(stage, work, output_dir, callback, tokenizer)
     if stage.name in ("grpo", "rloo"):
         completions_per_step = stage.samples_per_step // stage.minibatches
         online = {
@@ -153,6 +157,77 @@ def build_trainer(stage: workload.Stage, work: Path, output_dir: str, callback):
     if stage.name in ("ppo", "ppo_shared"):  # TRL 1.12 has one PPO design
         return build_ppo(stage, work, output_dir, callback, tokenizer)
     raise SystemExit(f"unknown stage {stage.name}")
+
+
+def build_preference_trainer(stage, work, output_dir, callback, tokenizer):
+    """KTOTrainer, ORPOTrainer, CPOTrainer(loss_type="simpo"): the offline preference family."""
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM
+
+    steps = stage.warmup + stage.steps
+    common = {**common_args(stage, output_dir, steps, stage.batch), "max_length": 256}
+    policy = AutoModelForCausalLM.from_pretrained(work / "policy")
+    data = "kto.jsonl" if stage.name == "kto" else "pairs.jsonl"
+    dataset = load_dataset("json", data_files=str(work / data), split="train")
+    if stage.name == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        args = KTOConfig(**common, beta=workload.KTO_BETA, precompute_ref_log_probs=False)
+        extra = {"ref_model": AutoModelForCausalLM.from_pretrained(work / "policy")}
+        cls = KTOTrainer
+    elif stage.name == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args, extra, cls = ORPOConfig(**common, beta=workload.ORPO_LAMBDA), {}, ORPOTrainer
+    else:  # SimPO is TRL's CPO trainer with loss_type="simpo" and no NLL term (cpo_alpha 0)
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = CPOConfig(
+            **common,
+            loss_type="simpo",
+            beta=workload.SIMPO_BETA,
+            simpo_gamma=workload.SIMPO_GAMMA,
+            cpo_alpha=0.0,
+        )
+        extra, cls = {}, CPOTrainer
+    return cls(
+        model=policy,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[callback],
+        **extra,
+    )
+
+
+def build_online_dpo(stage, work, output_dir, callback, tokenizer):
+    """OnlineDPOTrainer: two answers per prompt ranked by the reward model, one DPO step."""
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    args = OnlineDPOConfig(
+        **common_args(stage, output_dir, stage.warmup + stage.steps, stage.batch),
+        max_new_tokens=workload.RESPONSE_TOKENS,
+        # the full response length on both sides (this project: min_new_tokens too)
+        generation_kwargs={"min_new_tokens": workload.RESPONSE_TOKENS},
+        temperature=1.0,  # TRL's default is 0.9; this project samples at 1.0
+        top_k=0,
+        top_p=1.0,
+        beta=[workload.ONLINE_DPO_BETA],
+        loss_type="sigmoid",
+        missing_eos_penalty=None,
+    )
+    return OnlineDPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(work / "policy"),
+        ref_model=AutoModelForCausalLM.from_pretrained(work / "policy"),
+        reward_funcs=[AutoModelForSequenceClassification.from_pretrained(work / "reward")],
+        args=args,
+        train_dataset=load_dataset("json", data_files=str(work / "prompts.jsonl"), split="train"),
+        processing_class=tokenizer,
+        reward_processing_classes=[load_tokenizer(work / "reward")],
+        callbacks=[callback],
+    )
 
 
 class PPOPhases:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make the two TRL virtualenvs the benchmarks compare against:
-#   benchmarks/.venv-trl      the current TRL release (SFT, reward, DPO, GRPO, RLOO)
+#   benchmarks/.venv-trl      the current TRL release (SFT, reward, DPO, KTO, ORPO, CPO/SimPO,
+#                             GRPO, RLOO, online DPO)
 #   benchmarks/.venv-trl-ppo  the last TRL release that still ships a PPO trainer
 #                             (trl.experimental.ppo.PPOTrainer; removed in 1.13.0)
 #   benchmarks/.venv-trl-ppo-classic  the last TRL with the classic value-head PPOTrainer

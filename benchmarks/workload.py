@@ -9,6 +9,8 @@ once, everything both sides load from disk:
                            the reward model of PPO/GRPO/RLOO and the initial PPO critic
     <workdir>/sft.jsonl    {"text"}: every row longer than SFT_LENGTH tokens (rows are cut to it)
     <workdir>/pairs.jsonl  {"prompt", "chosen", "rejected"}: fixed token counts per side
+    <workdir>/kto.jsonl    {"prompt", "completion", "label"}: each pair as a desirable and an
+                           undesirable row (KTO)
     <workdir>/prompts.jsonl {"prompt"}: PROMPT_TOKENS tokens each
 
 The tokenizer is word-level (one token per word, `<eos>` doubling as padding), built here with
@@ -28,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 WORKDIR = Path(__file__).resolve().parent / "work"
-VERSION = 3  # bump when anything below changes: a stale workdir is rebuilt
+VERSION = 4  # bump when anything below changes: a stale workdir is rebuilt
 
 VOCAB_WORDS = 4093  # + <eos>, <unk>, <pad-unused> = 4096
 MODEL = {"n_layer": 4, "n_head": 4, "n_embd": 256, "n_positions": 256}
@@ -48,16 +50,18 @@ RESPONSE_TOKENS = 32
 class Stage:
     """One benchmark: `warmup` steps (untimed), then `steps` timed steps.
 
-    A step is an optimizer step for sft/reward/dpo, and one rollout-and-update iteration for
-    ppo/grpo/rloo (several optimizer steps each: see `updates_per_iteration`).
+    A step is an optimizer step for the offline stages, and one rollout-and-update iteration
+    for the online ones (several optimizer steps each for ppo/grpo/rloo: see
+    `updates_per_iteration`; one for online_dpo).
     """
 
     name: str
-    batch: int  # examples (sft), pairs (reward, dpo), prompts (ppo, grpo, rloo) per step
+    # examples (sft), pairs (reward, dpo, orpo, simpo), rows (kto), prompts (online) per step
+    batch: int
     warmup: int
     steps: int
     tokens_per_sample: int  # tokens through the model per sample, by construction
-    group: int = 1  # completions per prompt (grpo, rloo)
+    group: int = 1  # completions per prompt (grpo, rloo, online_dpo)
     epochs: int = 1  # ppo_epochs (ppo) / num_iterations (grpo, rloo)
     minibatches: int = 1  # per epoch; one optimizer step each
 
@@ -95,6 +99,10 @@ STAGES: dict[str, Stage] = {
     # a pair = chosen + rejected sequences
     "reward": Stage("reward", batch=8, warmup=2, steps=24, tokens_per_sample=2 * _PAIR_SIDE),
     "dpo": Stage("dpo", batch=8, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
+    # a KTO row is scored with its mismatched (KL) sequence: 16 rows = the 8 pairs of dpo
+    "kto": Stage("kto", batch=16, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
+    "orpo": Stage("orpo", batch=8, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
+    "simpo": Stage("simpo", batch=8, warmup=2, steps=10, tokens_per_sample=2 * _PAIR_SIDE),
     # a sample = one generated response (prompt + response tokens)
     # ppo: a separate critic on both sides (TRL 1.12's only design: the same arithmetic)
     "ppo": Stage("ppo", **_PPO_RUN),
@@ -106,12 +114,26 @@ STAGES: dict[str, Stage] = {
     "ppo_valuehead": Stage("ppo_valuehead", **_PPO_RUN),
     "grpo": Stage("grpo", **_GROUP_RUN),
     "rloo": Stage("rloo", **_GROUP_RUN),
+    # two answers per prompt, ranked by the reward model, one DPO step per iteration
+    "online_dpo": Stage(
+        "online_dpo",
+        batch=8,
+        group=2,
+        warmup=1,
+        steps=5,
+        tokens_per_sample=PROMPT_TOKENS + RESPONSE_TOKENS,
+    ),
 }
 # KL / loss settings both sides use.
 GRPO_BETA = 0.04
 RLOO_BETA = 0.05
 PPO_KL_COEF = 0.05
 DPO_BETA = 0.1
+KTO_BETA = 0.1
+ORPO_LAMBDA = 0.1  # TRL's ORPOConfig.beta
+SIMPO_BETA = 2.0
+SIMPO_GAMMA = 1.0  # TRL's CPOConfig.simpo_gamma (in reward units, as this project's stage.gamma)
+ONLINE_DPO_BETA = 0.1
 MAX_GRAD_NORM = 1.0  # every stage but PPO (neither TRL PPO trainer clips gradients by default)
 
 
@@ -208,6 +230,12 @@ def build(workdir: Path = WORKDIR, force: bool = False) -> Path:
                 "rejected": " " + _text(rng, vocab_words, PAIR_COMPLETION),
             }
             f.write(json.dumps(row) + "\n")
+    with (workdir / "pairs.jsonl").open() as pairs, (workdir / "kto.jsonl").open("w") as f:
+        for line in pairs:
+            pair = json.loads(line)
+            for side, label in (("chosen", True), ("rejected", False)):
+                row = {"prompt": pair["prompt"], "completion": pair[side], "label": label}
+                f.write(json.dumps(row) + "\n")
     with (workdir / "prompts.jsonl").open("w") as f:
         for _ in range(512):
             # the trailing space: TRL scores prompt + completion joined as strings

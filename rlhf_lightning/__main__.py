@@ -19,13 +19,13 @@ from rlhf_lightning.paths import config_dir
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def run_command(cfg: DictConfig) -> float | None:
-    from rlhf_lightning.builtins import resolve_builtins
+    from rlhf_lightning.chain import run_chain
     from rlhf_lightning.pipeline import run_pipeline
-    from rlhf_lightning.train import run
 
     try:
         pipeline = cfg.stage.name == "pipeline"
-        summary = run_pipeline(cfg) if pipeline else run(resolve_builtins(cfg))
+        # run_chain runs the stages cfg.chain lists first (none: just this run).
+        summary = run_pipeline(cfg) if pipeline else run_chain(cfg)
     except RLHFError as err:
         report_error(str(err))
         sys.exit(getattr(err, "exit_code", USER_ERROR_EXIT))

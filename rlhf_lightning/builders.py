@@ -127,6 +127,18 @@ def fit_and_checkpoint(
     return trainer
 
 
+def validate_only(
+    cfg: DictConfig,
+    run_dir: Path,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+) -> L.Trainer:
+    """One validation pass for a stage that does not train (``stage=eval``): no checkpoint."""
+    trainer = build_trainer(cfg, run_dir, module)
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return trainer
+
+
 def _refused_global(err: pickle.UnpicklingError) -> str:
     """The line of torch's refusal naming the Python object it would not load."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

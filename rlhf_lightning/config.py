@@ -16,6 +16,10 @@ from omegaconf import DictConfig, open_dict
 
 from rlhf_lightning.paths import config_dir
 
+# What a run that runs other stages (stage=pipeline, a chain) hands each of them.
+PLACEMENT_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
+SHARED_NODES = ("seed", "logger", "callbacks")
+
 
 def compose_stage(
     stage: str, overrides: Sequence[str] = (), run_dir: str | Path | None = None
@@ -32,6 +36,20 @@ def compose_stage(
     with open_dict(cfg):
         cfg.run_dir = str(run_dir or default_run_dir(stage))
     return cfg
+
+
+def share_run_settings(sub: DictConfig, cfg: DictConfig, group: str) -> DictConfig:
+    """`sub` (a stage run inside the run `cfg`) with `cfg`'s seed, loggers, callbacks and
+    trainer placement, and W&B runs grouped under `group`; changed in place, before it runs."""
+    with open_dict(sub):
+        for name in SHARED_NODES:
+            sub[name] = cfg[name]
+        for key in PLACEMENT_KEYS:
+            if key in cfg.trainer:
+                sub.trainer[key] = cfg.trainer[key]
+        if "wandb" in (sub.logger or {}) and sub.logger.wandb.get("group") is None:
+            sub.logger.wandb.group = group  # one W&B group per outer run
+    return sub
 
 
 def default_run_dir(stage: str, root: str | Path = "outputs") -> Path:

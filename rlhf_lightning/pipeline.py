@@ -29,15 +29,12 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from rlhf_lightning.builtins import resolve_builtins
-from rlhf_lightning.config import compose_stage
+from rlhf_lightning.config import compose_stage, share_run_settings
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.rundir import atomic_write_text, save_resolved_config
 from rlhf_lightning.train import run
 
 log = logging.getLogger(__name__)
-
-PLACEMENT_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
-SHARED_NODES = ("seed", "logger", "callbacks")
 
 
 @dataclass(frozen=True)
@@ -138,15 +135,7 @@ def run_pipeline(cfg: DictConfig) -> dict[str, Any]:
     def stage_config(stage: str, links: list[str]) -> DictConfig:
         user = overrides_from_mapping(pipeline.get(stage))
         sub = compose_stage(stage, [*links, *user], run_dir=run_dir / stage)
-        with open_dict(sub):
-            for name in SHARED_NODES:
-                sub[name] = cfg[name]
-            for key in PLACEMENT_KEYS:
-                if key in cfg.trainer:
-                    sub.trainer[key] = cfg.trainer[key]
-            if "wandb" in (sub.logger or {}) and sub.logger.wandb.get("group") is None:
-                sub.logger.wandb.group = run_dir.name  # one W&B group per pipeline run
-        return sub
+        return share_run_settings(sub, cfg, group=run_dir.name)
 
     def run_or_reuse(stage: str, given: str | None, links: list[str], fix: str) -> Path:
         if given:

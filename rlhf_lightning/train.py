@@ -33,7 +33,11 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from rlhf_lightning.builders import fit_and_checkpoint, stop_signals_name_the_checkpoint
+from rlhf_lightning.builders import (
+    fit_and_checkpoint,
+    stop_signals_name_the_checkpoint,
+    validate_only,
+)
 from rlhf_lightning.errors import ConfigError, RLHFError
 from rlhf_lightning.models import ModelSpec, load_model_and_tokenizer
 from rlhf_lightning.models.loading import check_context_length
@@ -100,7 +104,8 @@ def _run(cfg: DictConfig, run_dir: Path, dataset: Any) -> dict[str, Any]:
 
 
 def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
-    """Instantiate -> fit -> (rank 0) finish and export."""
+    """Instantiate -> fit (or validate, for a stage that does not train) -> (rank 0) finish
+    and export."""
     module_class = get_class(cfg.stage._target_)
     spec = _build(cfg.model, "model", ModelSpec)
     model, tokenizer = load_model_and_tokenizer(spec, head=module_class.model_head)
@@ -112,7 +117,9 @@ def _fit_stage(cfg: DictConfig, run_dir: Path, dataset: Any) -> L.Trainer:
     check_context_length(model, getattr(datamodule, "max_length", None), "data.max_length")
     module_cfg = {k: v for k, v in _plain(cfg.stage).items() if k not in RUNNER_KEYS}
     module = _build(module_cfg, "stage", module_class, model=model, tokenizer=tokenizer)
-    trainer = fit_and_checkpoint(cfg, run_dir, module, datamodule)
+    # A module that does not train (stage=eval) gets one validation pass instead of a fit.
+    fit = fit_and_checkpoint if getattr(module_class, "trains", True) else validate_only
+    trainer = fit(cfg, run_dir, module, datamodule)
     if trainer.is_global_zero:  # one process writes the run's outputs
         with stop_signals_name_the_checkpoint(run_dir):
             finish = getattr(module, "finish", None)
@@ -216,6 +223,9 @@ def _quiet_third_party_output() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     # RL checkpoints are taken after a whole iteration (rollout + all minibatch updates).
     warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+    # Prompt data offers its evaluation split to stage=eval's validation pass; the RL stages
+    # evaluate it with their own evaluator, not Lightning's loop.
+    warnings.filterwarnings("ignore", message=".*`val_dataloader` but have no `validation_step`.*")
     # The frozen reference model stays in eval mode on purpose.
     warnings.filterwarnings(
         "ignore", message=r".*module\(s\) in eval mode at the start of training.*"

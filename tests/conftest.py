@@ -40,6 +40,28 @@ def smoke_cfg(tmp_path: Path):
     return make
 
 
+def toy_pairs(n: int = 96):
+    """Preference pairs a tiny model learns in a few steps: one positive word over a negative."""
+    from datasets import Dataset
+
+    good = ["great", "wonderful", "happy", "lovely"]
+    bad = ["awful", "terrible", "angry", "broken"]
+    subjects = ["flight", "phone", "car", "game", "crew", "seat"]
+    return Dataset.from_dict(
+        {
+            "prompt": [f"The {subjects[i % 6]} was" for i in range(n)],
+            "chosen": [f" {good[i % 4]}" for i in range(n)],
+            "rejected": [f" {bad[(i * 3) % 4]}" for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture(name="toy_pairs")
+def toy_pairs_fixture():
+    """``toy_pairs(n)``: see the function."""
+    return toy_pairs
+
+
 @pytest.fixture
 def composed(monkeypatch):
     """Replace the training run with a recorder: each api call composes, nothing trains."""

@@ -49,7 +49,7 @@ def test_overrides_compose_for_every_stage(work, name, tmp_path):
         run_ours.STAGE_OF.get(name, name), run_ours.overrides(stage, work), run_dir=tmp_path
     )
     assert cfg.stage.name == run_ours.STAGE_OF.get(name, name)
-    if name in ("sft", "reward", "dpo"):
+    if name in ("sft", "reward", "dpo", "kto", "orpo", "simpo"):
         assert cfg.trainer.max_steps == stage.warmup + stage.steps
         assert cfg.data.batch_size == stage.batch
     else:

@@ -41,6 +41,10 @@ CASES = {
         8,
     ),
     "dpo": ("dpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
+    # 18 pairs = 36 KTO rows
+    "kto": ("kto", [*_SUPERVISED, "data=tiny_kto", "data.max_samples=18", "data.batch_size=8"], 8),
+    "orpo": ("orpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
+    "simpo": ("simpo", [*_SUPERVISED, "data=tiny_pairs", "data.max_samples=40"], 8),
     "ppo": (
         "ppo",
         ["experiment=ppo_smoke", *_RL, "data.num_prompts=48", "stage.algorithm.epochs=2"],
@@ -53,6 +57,38 @@ CASES = {
     "grpo, multi-turn environment": (
         "grpo",
         ["experiment=guess_number_smoke", *_RL, "data.num_prompts=12", "stage.env_eval.every=2"],
+        4,
+    ),
+    # Verifiable-reward settings: held-out evaluation every iteration (greedy and sampled),
+    # the overlong and length terms, dynamic sampling (a toy reward, so groups differ).
+    "grpo_rlvr": (
+        "grpo",
+        [
+            *_RL,
+            "model=tiny",
+            "data=arithmetic",
+            "data.batch_size=4",
+            "data.num_prompts=12",
+            "reward=callable",
+            "reward.function=rlhf_lightning.rewards.examples:letter_rate",
+            "stage.sampling.max_new_tokens=8",
+            "stage.algorithm.num_minibatches=2",
+            "stage.algorithm.dynamic_sampling=true",
+            "stage.algorithm.shaping.overlong_buffer=4",
+            "stage.algorithm.shaping.length_penalty=0.1",
+            "stage.algorithm.shaping.correct_reward=0.1",
+            "evaluator=heldout",
+            "stage.evaluator.every=1",
+            "stage.evaluator.num_problems=4",
+            "stage.evaluator.num_samples=2",
+            "stage.evaluator.pass_k=[1,2]",
+            "stage.evaluator.correct_reward=0.1",
+        ],
+        4,
+    ),
+    "online_dpo": (
+        "online_dpo",
+        ["experiment=online_dpo_smoke", *_RL, "data.num_prompts=24", "data.batch_size=8"],
         4,
     ),
     # Asynchronous RL: the rollout generated ahead at the interruption is in the checkpoint.
@@ -116,6 +152,9 @@ def test_interrupted_and_resumed_run_equals_the_straight_run(name, tmp_path):
     boundary = loops["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"]
     assert _logged(resumed, boundary) == _logged(straight, boundary)
     assert _logged(resumed, boundary)  # something was compared
+    if name == "grpo_rlvr":  # held-out evaluations and dropped groups were among them
+        names = {metric for _, metric in _logged(resumed, boundary)}
+        assert {"eval/accuracy", "eval/pass@2", "rollout/dropped_groups"} <= names
 
     # Determinism: the straight and the half run are two runs with one seed; up to the
     # interruption they logged the very same training values. (The half run also validates its

@@ -16,7 +16,7 @@ import datasets
 from rlhf_lightning.data.demo_corpus import load_demo_corpus
 from rlhf_lightning.data.demo_qa import DEMO_QA, build_demo_qa
 from rlhf_lightning.data.demo_toxic import DEMO_TOXIC, build_demo_toxic_prompts
-from rlhf_lightning.data.tasks import TASKS
+from rlhf_lightning.data.tasks import TASKS, build_task, task_name
 from rlhf_lightning.errors import DataError
 
 DEMO = "demo"
@@ -47,7 +47,8 @@ def load_table(path: str, split: str | None = "train") -> datasets.DatasetDict |
         path: ``"demo"`` (embedded corpus, one ``train`` split); ``"demo_qa"`` (synthetic
             question-answer pairs, ``train`` and ``validation``); ``"arithmetic"``,
             ``"countdown"``, ``"code_tasks"`` (tasks with right answers for verifier rewards,
-            ``train`` and ``validation``, see :mod:`rlhf_lightning.data.tasks`); a local file
+            ``train`` and ``validation``, see :mod:`rlhf_lightning.data.tasks`; arguments
+            after a ``?``: ``arithmetic?max_digits=2&operations=+-``); a local file
             (``.jsonl``, ``.json``, ``.csv``, ``.parquet``, or ``.txt`` with one ``text`` per
             non-empty line); a local directory (saved with ``save_to_disk``, or holding data
             files whose names give the split: ``train.jsonl``, ``validation.jsonl``...); else a
@@ -119,8 +120,14 @@ def _load_splits(path: str) -> datasets.DatasetDict:
         return build_demo_qa()
     if path == DEMO_TOXIC:
         return build_demo_toxic_prompts()
-    if path in TASKS:
-        return TASKS[path]()
+    if task_name(path) in TASKS:
+        try:
+            return build_task(path)
+        except ValueError as err:
+            raise DataError(
+                f"data.path={path}: {err}. Fix: drop the argument or correct its value "
+                "(rlhf_lightning/data/tasks)."
+            ) from err
     local = Path(os.path.expanduser(path))
     if local.is_file():
         return datasets.DatasetDict({"train": _read_file(local, path)})

@@ -62,12 +62,7 @@ def _text_sides(
 ) -> list[tuple[Side, Side]]:
     prompts, chosen, rejected = [], [], []
     for row, index in zip(rows, indices, strict=True):
-        prompt = row[names["prompt"]] if has["prompt"] else ""
-        if not isinstance(prompt, str):
-            raise DataError(
-                f"{source}: row {index}, column '{names['prompt']}': expected a string (\"\" "
-                f"for no prompt), got {describe(prompt)}. {_FIX_ROWS}"
-            )
+        prompt = _text_prompt(row, names, has, index, source)
         texts = [
             require_text(row[names[side]], index=index, column=names[side], source=source)
             for side in SIDES
@@ -77,15 +72,37 @@ def _text_sides(
         prompts.append(prompt)
         chosen.append(texts[0])
         rejected.append(texts[1])
+    return encode_text_sides(tokenizer, prompts, chosen, rejected)  # type: ignore[return-value]
+
+
+def _text_prompt(
+    row: Mapping[str, Any],
+    names: Mapping[str, str],
+    has: Mapping[str, bool],
+    index: int,
+    source: str,
+) -> str:
+    """The row's prompt string (``""`` without a prompt column)."""
+    prompt = row[names["prompt"]] if has["prompt"] else ""
+    if not isinstance(prompt, str):
+        raise DataError(
+            f"{source}: row {index}, column '{names['prompt']}': expected a string (\"\" "
+            f"for no prompt), got {describe(prompt)}. {_FIX_ROWS}"
+        )
+    return prompt
+
+
+def encode_text_sides(
+    tokenizer: Any, prompts: list[str], *completions: list[str]
+) -> list[tuple[Side, ...]]:
+    """Per row, one text ``Side`` for each completion column, all sharing the row's prompt."""
     lead, end = special_affixes(tokenizer)
     # One batched call per column: the fast tokenizer's batch path is ~10x faster.
-    encoded = [_encode(texts, tokenizer, special=False) for texts in (prompts, chosen, rejected)]
+    prompt_ids = _encode(prompts, tokenizer, special=False)
+    columns = [_encode(texts, tokenizer, special=False) for texts in completions]
     return [
-        (
-            Side(lead, prompt_ids, chosen_ids, [True] * len(chosen_ids), end),
-            Side(lead, prompt_ids, rejected_ids, [True] * len(rejected_ids), end),
-        )
-        for prompt_ids, chosen_ids, rejected_ids in zip(*encoded, strict=True)
+        tuple(Side(lead, prompt, ids, [True] * len(ids), end) for ids in row_completions)
+        for prompt, *row_completions in zip(prompt_ids, *columns, strict=True)
     ]
 
 

@@ -212,20 +212,10 @@ def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair 
     longest = max(len(chosen.completion), len(rejected.completion))
     pair: Pair = {}
     for name, side in zip(SIDES, (chosen, rejected), strict=True):
-        keep_prompt, keep_completion = len(side.prompt), len(side.completion)
-        if max_length is not None:
-            budget = max_length - len(side.lead) - len(side.end)
-            keep_prompt = min(keep_prompt, max(budget - longest, budget // 2))
-            keep_completion = min(keep_completion, budget - keep_prompt)
-        if keep_completion < 1:
+        assembled = truncate_side(side, longest, max_length)
+        if assembled is None:
             return None
-        prompt = side.prompt[len(side.prompt) - keep_prompt :]
-        input_ids = side.lead + prompt + side.completion[:keep_completion] + side.end
-        completion_mask = (
-            [False] * (len(side.lead) + keep_prompt)
-            + side.completion_mask[:keep_completion]
-            + [True] * len(side.end)
-        )
+        input_ids, completion_mask, _ = assembled
         # An empty prompt without a lead token would make the first completion token position 0.
         completion_mask[0] = False
         pair[f"{name}_input_ids"] = input_ids
@@ -233,6 +223,40 @@ def truncate_pair(chosen: Side, rejected: Side, max_length: int | None) -> Pair 
     if pair["chosen_input_ids"] == pair["rejected_input_ids"]:
         return None  # cut to the same tokens: no preference left to learn
     return pair
+
+
+def truncate_side(
+    side: Side, longest: int, max_length: int | None
+) -> tuple[list[int], list[bool], int] | None:
+    """One side as ``lead prompt completion end``, truncated as the module docstring says.
+
+    Args:
+        side: the tokenised side.
+        longest: the longest completion among the sides that share this prompt (the prompt
+            keeps the same tokens on every side).
+        max_length: maximum tokens, or None.
+
+    Returns:
+        ``(input_ids, completion_mask, prompt_length)``, where the first ``prompt_length``
+        tokens are ``lead + prompt``; None when no completion token fits. With an empty prompt
+        and no lead, ``completion_mask[0]`` is still True: nothing predicts position 0, which
+        the caller must mask once the sequence is final.
+    """
+    keep_prompt, keep_completion = len(side.prompt), len(side.completion)
+    if max_length is not None:
+        budget = max_length - len(side.lead) - len(side.end)
+        keep_prompt = min(keep_prompt, max(budget - longest, budget // 2))
+        keep_completion = min(keep_completion, budget - keep_prompt)
+    if keep_completion < 1:
+        return None
+    prompt = side.prompt[len(side.prompt) - keep_prompt :]
+    input_ids = side.lead + prompt + side.completion[:keep_completion] + side.end
+    completion_mask = (
+        [False] * (len(side.lead) + keep_prompt)
+        + side.completion_mask[:keep_completion]
+        + [True] * len(side.end)
+    )
+    return input_ids, completion_mask, len(side.lead) + keep_prompt
 
 
 def _require_margin(value: Any, index: int, column: str, source: str) -> float:
@@ -270,20 +294,47 @@ def collate_pairs(
         examples have one, and ``ref_chosen_logps``/``ref_rejected_logps`` (B,) when the
         reference log-probs were precomputed (DPO).
     """
+    prefixes = tuple(f"{side}_" for side in SIDES)
+    return collate_sides(
+        features, prefixes, pad_token_id, pad_to_multiple_of, ("margin", *REFERENCE_LOGP_KEYS)
+    )
+
+
+def collate_sides(
+    features: Sequence[Mapping[str, Any]],
+    prefixes: Sequence[str],
+    pad_token_id: int,
+    pad_to_multiple_of: int | None = None,
+    scalar_keys: Sequence[str] = (),
+) -> dict[str, torch.Tensor]:
+    """Right-pads every sequence of every example to one common length T.
+
+    Args:
+        features: examples holding ``{prefix}input_ids`` and ``{prefix}completion_mask`` for
+            each prefix (e.g. ``chosen_``/``rejected_``; KTO: ``""``/``kl_``).
+        prefixes: the sequences of an example.
+        pad_token_id: id written into padded positions.
+        pad_to_multiple_of: round T up to a multiple of this.
+        scalar_keys: per-example numbers carried as float32 (B,) tensors when present.
+
+    Returns:
+        ``{prefix}input_ids``, ``{prefix}attention_mask`` (LongTensor, 1 = real token) and
+        ``{prefix}completion_mask`` (BoolTensor), each (B, T); plus the scalar keys found.
+    """
     sequences = [
-        {"input_ids": f[f"{side}_input_ids"], "loss_mask": f[f"{side}_completion_mask"]}
-        for side in SIDES
+        {"input_ids": f[f"{prefix}input_ids"], "loss_mask": f[f"{prefix}completion_mask"]}
+        for prefix in prefixes
         for f in features
     ]
     padded = pad_batch(sequences, pad_token_id, pad_to_multiple_of=pad_to_multiple_of)
     n = len(features)
     batch = {}
-    for k, side in enumerate(SIDES):
+    for k, prefix in enumerate(prefixes):
         rows = slice(k * n, (k + 1) * n)
-        batch[f"{side}_input_ids"] = padded["input_ids"][rows]
-        batch[f"{side}_attention_mask"] = padded["attention_mask"][rows]
-        batch[f"{side}_completion_mask"] = padded["loss_mask"][rows]
-    for key in ("margin", *REFERENCE_LOGP_KEYS):
+        batch[f"{prefix}input_ids"] = padded["input_ids"][rows]
+        batch[f"{prefix}attention_mask"] = padded["attention_mask"][rows]
+        batch[f"{prefix}completion_mask"] = padded["loss_mask"][rows]
+    for key in scalar_keys:
         if features and key in features[0]:
             batch[key] = torch.tensor([float(f[key]) for f in features], dtype=torch.float32)
     return batch

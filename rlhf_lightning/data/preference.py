@@ -71,6 +71,11 @@ class PreferenceDataModule(TokenizedDataModule):
 
     collate = staticmethod(collate_pairs)
     fingerprint_tag = "preference-v1"
+    resolve_columns = staticmethod(resolve_pair_columns)
+    # The columns a reference's log-probs are stored in (``add_reference_logps``).
+    reference_logp_keys = REFERENCE_LOGP_KEYS
+    # What a dropped example is, in the warning that counts them.
+    dropped_examples = "pairs have a side with no completion token, or identical sides,"
 
     def __init__(
         self,
@@ -101,7 +106,7 @@ class PreferenceDataModule(TokenizedDataModule):
         self.tokenizer = tokenizer
         self.path = path
         self.format = format
-        self.columns = resolve_pair_columns(columns)
+        self.columns = self.resolve_columns(columns)
         self.split = split
         self.val_split = val_split
         self.val_fraction = val_fraction
@@ -133,9 +138,7 @@ class PreferenceDataModule(TokenizedDataModule):
             seed=self.seed,
             source=self.source,
         )
-        self.format = detect_pair_format(
-            train, self.columns, format=self.format, source=self.source
-        )
+        self.format = self._detect_format(train, self.source)
         self.train_dataset = self._tokenize(train, "train", self.split)
         self.has_margin = "margin" in self.train_dataset.column_names
         self.num_train_examples = len(self.train_dataset)
@@ -156,19 +159,19 @@ class PreferenceDataModule(TokenizedDataModule):
     def add_reference_logps(
         self, compute: Callable[[DataLoader], tuple[torch.Tensor, torch.Tensor]]
     ) -> None:
-        """Stores a reference model's log-probs of every pair as two columns (DPO precompute).
+        """Stores a reference model's log-probs of every example as columns (precompute).
 
         Args:
-            compute: maps an unshuffled loader over a split to its (chosen, rejected)
-                log-probs, each (N,) in loader order.
+            compute: maps an unshuffled loader over a split to one (N,) tensor per column of
+                ``reference_logp_keys`` (pairs: chosen, rejected), in loader order.
         """
         self.setup()
         for name in ("train_dataset", "val_dataset"):
             dataset = getattr(self, name)
-            if dataset is None or REFERENCE_LOGP_KEYS[0] in dataset.column_names:
+            if dataset is None or self.reference_logp_keys[0] in dataset.column_names:
                 continue
             values = compute(self._loader(dataset, self.eval_batch_size))
-            for key, column in zip(REFERENCE_LOGP_KEYS, values, strict=True):
+            for key, column in zip(self.reference_logp_keys, values, strict=True):
                 dataset = dataset.add_column(key, column.tolist())
             setattr(self, name, dataset)
 
@@ -193,7 +196,7 @@ class PreferenceDataModule(TokenizedDataModule):
         """Tokenises the ``role`` (train/validation) pairs, which come from split ``origin``."""
         source = self.source if origin == self.split else f"{self.source} (split '{origin}')"
         # Validates the columns of every split, not only the one the format was detected on.
-        fmt = detect_pair_format(dataset, self.columns, format=self.format, source=source)
+        fmt = self._detect_format(dataset, source)
 
         def tokenize(rows: list[dict[str, Any]], row_numbers: list[int]) -> list[dict | None]:
             return tokenize_pairs(
@@ -213,13 +216,16 @@ class PreferenceDataModule(TokenizedDataModule):
         self._report_dropped(dropped, len(dataset), role, source)
         return tokenized
 
+    def _detect_format(self, dataset: datasets.Dataset, source: str) -> str:
+        """Checks the columns of `dataset` and resolves ``self.format`` for it."""
+        return detect_pair_format(dataset, self.columns, format=self.format, source=source)
+
     def _report_dropped(self, dropped: int, total: int, role: str, source: str) -> None:
         if dropped == 0:
             return
         message = (
-            f"{source}: {dropped} of {total} {role} pairs have a side with no completion token, "
-            f"or identical sides, within data.max_length={self.max_length} (nothing to learn "
-            "from them)"
+            f"{source}: {dropped} of {total} {role} {self.dropped_examples} within "
+            f"data.max_length={self.max_length} (nothing to learn from them)"
         )
         if dropped == total:
             raise DataError(f"{message}; none is left. Fix: raise data.max_length.")

@@ -47,6 +47,8 @@ class PromptDataModule(L.LightningDataModule):
             prompt is continued as text).
         tokenizer: the policy's tokenizer, needed for `max_prompt_tokens` and `chat`.
         dataset: an in-memory `datasets.Dataset` instead of `path`.
+        eval_split: the held-out split evaluated by `stage=eval` and by the RL stages'
+            evaluator (e.g. ``validation`` of a built-in task); None: no evaluation data.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class PromptDataModule(L.LightningDataModule):
         chat: bool = False,
         tokenizer: PreTrainedTokenizerBase | None = None,
         dataset: datasets.Dataset | datasets.DatasetDict | None = None,
+        eval_split: str | None = None,
     ) -> None:
         super().__init__()
         self.path = path
@@ -75,34 +78,52 @@ class PromptDataModule(L.LightningDataModule):
         self.chat = chat
         self.tokenizer = tokenizer
         self.dataset = dataset
+        self.eval_split = eval_split
         self.rows: datasets.Dataset | None = None
+        self.eval_rows: datasets.Dataset | None = None
         self.truncated_prompts = 0
 
     def setup(self, stage: str | None = None) -> None:
         if self.rows is not None:
             return
+        if self.eval_split is not None:
+            # Every problem of the split, unshortened: the evaluator picks its first N.
+            self.eval_rows = self._checked(self._load(self.eval_split))
+            if self.chat:
+                self.eval_rows = self._as_chat_turns(self.eval_rows)
+        if self.eval_split is not None and self.eval_split == self.split:
+            log.warning(
+                "data.eval_split=%s is the training split: evaluation measures training "
+                "problems, not held-out ones.",
+                self.split,
+            )
+        rows = self._checked(self._load(self.split))
+        if self.num_prompts is not None and self.path != DEMO:
+            rows = rows.select(range(min(self.num_prompts, len(rows))))
+        rows = self._truncate_long_prompts(rows)
+        self.rows = self._as_chat_turns(rows) if self.chat else rows
+
+    def _load(self, split: str) -> datasets.Dataset:
         if self.dataset is not None:
-            rows = in_memory_splits(self.dataset, self.split, "data")[self.split]
-        elif self.path == DEMO:
+            return in_memory_splits(self.dataset, split, "data")[split]
+        if self.path == DEMO:
             prompts = demo_prompts(self.num_prompts or 4096, self.opening_words, self.seed)
-            rows = datasets.Dataset.from_dict({self.prompt_column: prompts})
-        else:
-            rows = load_table(self.path, self.split)
+            return datasets.Dataset.from_dict({self.prompt_column: prompts})
+        return load_table(self.path, split)
+
+    def _checked(self, rows: datasets.Dataset) -> datasets.Dataset:
         if self.prompt_column not in rows.column_names:
             raise DataError(
                 f"data.path={self.path}: column '{self.prompt_column}' not found (columns: "
                 f"{', '.join(rows.column_names)}). Fix: set data.prompt_column=<column>."
             )
-        if self.num_prompts is not None and self.path != DEMO:
-            rows = rows.select(range(min(self.num_prompts, len(rows))))
         bad = [i for i, p in enumerate(rows[self.prompt_column]) if not isinstance(p, str)]
         if bad:
             raise DataError(
                 f"data.path={self.path}: row {bad[0]} has a non-text '{self.prompt_column}'. "
                 "Fix: every prompt must be a string."
             )
-        rows = self._truncate_long_prompts(rows)
-        self.rows = self._as_chat_turns(rows) if self.chat else rows
+        return rows
 
     def _as_chat_turns(self, rows: datasets.Dataset) -> datasets.Dataset:
         """Each prompt as a user turn plus the assistant's generation prompt (chat template)."""
@@ -189,9 +210,36 @@ class PromptDataModule(L.LightningDataModule):
         assert self.rows is not None, "call setup() first"
         return self._collate(list(self.rows.select(range(min(n, len(self.rows))))))
 
+    def eval_problems(self) -> dict[str, list]:
+        """Every problem of `eval_split`, collated like a batch (dataset order).
+
+        Raises:
+            DataError: without an `eval_split`.
+        """
+        assert self.rows is not None, "call setup() first"
+        if self.eval_rows is None:
+            raise DataError(
+                f"data.path={self.path}: no evaluation split. Fix: set data.eval_split "
+                "(validation for the built-in tasks), or turn the evaluation off "
+                "(stage.evaluator=null)."
+            )
+        return self._collate(list(self.eval_rows))
+
+    def val_dataloader(self) -> DataLoader | list:
+        """One batch, the whole evaluation split, for ``stage=eval``: the evaluator batches it
+        and gives each process its share (``modules/evaluation.py``). None without an
+        ``eval_split``. (The RL stages read ``eval_problems`` themselves.)"""
+        if self.eval_rows is None:
+            return []  # Lightning skips validation when there is no loader
+        return DataLoader([self.eval_problems()], batch_size=None, collate_fn=_as_is)
+
     def _collate(self, rows: list[dict[str, Any]]) -> dict[str, list]:
         batch: dict[str, list] = {"prompts": [r[self.prompt_column] for r in rows]}
         for key in rows[0]:
             if key != self.prompt_column:
                 batch[key] = [r[key] for r in rows]
         return batch
+
+
+def _as_is(batch: dict[str, list]) -> dict[str, list]:
+    return batch

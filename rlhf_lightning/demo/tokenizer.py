@@ -42,6 +42,28 @@ def ensure_demo_tokenizer() -> Path:
     return path
 
 
+def digits_tokenizer_dir() -> Path:
+    return cache_dir() / f"demo-tokenizer-digits-{_VERSION}-{DEMO_VOCAB_SIZE}"
+
+
+def ensure_digits_tokenizer() -> Path:
+    """The demo tokenizer with every digit its own token (``demo:digits_tokenizer``), built from
+    it on first use: the same vocabulary and merges, with a split before each digit ahead of the
+    byte-level step, so a number is its digits in every position. A small model learns
+    arithmetic from these faster than from the corpus's merges ("1081" -> "10" "8" "1"): 0.14
+    against 0.08 held-out accuracy after the same SFT on two-digit sums (docs/rlvr.md)."""
+    path = digits_tokenizer_dir()
+    if not (path / "tokenizer.json").is_file():
+        log.info("Building the digit-splitting demo tokenizer (first use) -> %s", path)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(ensure_demo_tokenizer())
+        backend = tokenizer.backend_tokenizer
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), backend.pre_tokenizer]
+        )
+        tokenizer.save_pretrained(path)
+    return path
+
+
 def demo_tokenizer() -> PreTrainedTokenizerFast:
     """Load the demo tokenizer (built on first use)."""
     return PreTrainedTokenizerFast.from_pretrained(ensure_demo_tokenizer())

@@ -39,6 +39,7 @@ class EnvEvaluator:
         greedy: Play greedily (the policy's most likely turn); False samples at the stage's
             temperature.
         seed: Seeds sampled play.
+        sample_rows: Episodes whose conversations go to ``eval_samples.jsonl``.
     """
 
     every: int = 10
@@ -46,6 +47,7 @@ class EnvEvaluator:
     num_rows: int | None = None
     greedy: bool = True
     seed: int = 0
+    sample_rows: int = 8
 
     def due(self, iteration: int) -> bool:
         """Whether the policy after `iteration` iterations is evaluated (the last one aside)."""

@@ -78,6 +78,7 @@ from rlhf_lightning.functional.preference import (
     kto_loss,
     kto_reference_point,
     orpo_loss,
+    rank_pairs,
     simpo_loss,
 )
 from rlhf_lightning.functional.rewards import (
@@ -143,6 +144,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "orpo_loss",
+    "rank_pairs",
     "overlong_penalty",
     "pairwise_loss",
     "pass_at_k",

@@ -1,4 +1,4 @@
-"""Preference-optimisation losses beyond DPO: KTO, ORPO, SimPO.
+"""Preference-optimisation losses beyond DPO: KTO, ORPO, SimPO; online DPO's pair ranking.
 
 Like :func:`rlhf_lightning.functional.losses.dpo_loss`, each returns a NamedTuple whose first
 field is the differentiable scalar loss and whose other fields are detached statistics.
@@ -245,3 +245,30 @@ def simpo_loss(
         accuracy=(chosen_rewards > rejected_rewards).float().mean(),
         margin=(chosen_rewards - rejected_rewards).mean(),
     )
+
+
+def rank_pairs(values: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Split prompt-major pairs of rows into (chosen, rejected) by their scores (online DPO).
+
+    Rows ``2i`` and ``2i + 1`` are two answers to prompt i (the online stages' group layout);
+    the higher-scored one is chosen, and a tie keeps row ``2i`` (TRL's ``OnlineDPOTrainer``:
+    ``first >= second``).
+
+    Args:
+        values: Anything per row, e.g. sequence log-probs. Shape (2P, ...).
+        scores: The rows' scores. Shape (2P,).
+
+    Returns:
+        ``(chosen, rejected)``, each of shape (P, ...).
+
+    Raises:
+        ValueError: If the rows do not pair up or ``values`` and ``scores`` differ in rows.
+    """
+    if scores.ndim != 1 or scores.shape[0] % 2 or values.shape[0] != scores.shape[0]:
+        raise ValueError(
+            f"rank_pairs needs an even number of rows with one score each, got values "
+            f"{tuple(values.shape)} and scores {tuple(scores.shape)}"
+        )
+    first_wins = (scores[0::2] >= scores[1::2]).view(-1, *([1] * (values.ndim - 1)))
+    first, second = values[0::2], values[1::2]
+    return torch.where(first_wins, first, second), torch.where(first_wins, second, first)

@@ -142,7 +142,8 @@ def load_model_and_tokenizer(
 
 
 def resolve_model_path(name_or_path: str | None) -> str | None:
-    """Check that a local-looking path exists (a hub id passes through).
+    """Check that a local-looking path exists (a hub id passes through); a run directory
+    (no ``config.json``, but a ``model/`` export holding one) stands for its ``model/``.
 
     Built-in names (``demo:sft``, ...) are resolved to directories before anything is built
     (``rlhf_lightning.builtins``); one reaching here means the config skipped that step.
@@ -156,6 +157,9 @@ def resolve_model_path(name_or_path: str | None) -> str | None:
             "rlhf_lightning.builtins.resolve_name(name)."
         )
     _check_local_path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if not (path / "config.json").exists() and (path / "model" / "config.json").is_file():
+        return str(path / "model")
     return name_or_path
 
 

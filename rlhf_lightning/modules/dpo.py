@@ -2,55 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 from transformers import PreTrainedTokenizerBase
 
-from rlhf_lightning.data import PreferenceDataModule
 from rlhf_lightning.data.pairs import REFERENCE_LOGP_KEYS
-from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.functional import dpo_loss, sequence_logprobs
-from rlhf_lightning.models import build_reference, disable_dropout, export_model
-from rlhf_lightning.models.reference import Reference, ReferenceMode, initial_reference
-from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
-from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
-from rlhf_lightning.rollout import score_tokens
+from rlhf_lightning.functional import DPOLossOutput, dpo_loss
+from rlhf_lightning.models.reference import Reference, ReferenceMode
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
+from rlhf_lightning.modules.preference import (
+    PAIR_STATISTICS,
+    PreferenceModule,
+    ReferenceScoring,
+    pair_logps,
+    pair_statistics,
+    score_batches,
+)
 
-log = logging.getLogger(__name__)
-
-
-def pair_logps(
-    model: nn.Module | Reference, batch: dict[str, Tensor], length_normalize: bool = False
-) -> tuple[Tensor, Tensor]:
-    """(chosen, rejected) sequence log-probs, each (B,), from one forward over 2B rows.
-
-    Args:
-        model: the policy or a reference (``rollout.score_tokens``' call convention).
-        batch: a ``collate_pairs`` batch (each side (B, T), one T for both sides).
-        length_normalize: average over completion tokens instead of summing (IPO).
-    """
-    ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
-    mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
-    targets = torch.cat([batch["chosen_completion_mask"], batch["rejected_completion_mask"]])
-    logps = score_tokens(
-        model, ids, mask, start=1
-    ).logprobs  # (2B, T-1): every token after the first
-    target_mask = targets[:, 1:].bool()
-    sums = sequence_logprobs(logps, target_mask)
-    if length_normalize:
-        sums = sums / target_mask.sum(1).clamp_min(1)
-    chosen, rejected = sums.chunk(2)
-    return chosen, rejected
+__all__ = ["DPOModule", "pair_logps", "reference_logps"]
 
 
-@torch.no_grad()
 def reference_logps(
     reference: Reference,
     batches: Iterable[dict[str, Tensor]],
@@ -62,16 +36,13 @@ def reference_logps(
     DPO's precompute path: run once over the (unshuffled) data before training, stored as
     dataset columns, after which the reference need not be held at all.
     """
-    chosen, rejected = [], []
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        c, r = pair_logps(reference, batch, length_normalize)
-        chosen.append(c.float().cpu())
-        rejected.append(r.float().cpu())
-    return torch.cat(chosen), torch.cat(rejected)
+    chosen, rejected = score_batches(
+        lambda batch: pair_logps(reference, batch, length_normalize), batches, device
+    )
+    return chosen, rejected
 
 
-class DPOModule(GuardedOptimizerStep, L.LightningModule):
+class DPOModule(ReferenceScoring, PreferenceModule):
     """Direct preference optimisation (ALGORITHMS.md §4) with automatic optimisation.
 
     Sequence log-probs are sums over completion tokens only (prompt and padding masked); IPO
@@ -95,8 +66,7 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
         precompute_reference: score the pairs with the initial policy before training.
     """
 
-    model_head = "causal_lm"
-    datamodule_class = PreferenceDataModule
+    statistics = PAIR_STATISTICS
 
     def __init__(
         self,
@@ -111,113 +81,26 @@ class DPOModule(GuardedOptimizerStep, L.LightningModule):
         precompute_reference: bool = False,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
-        super().__init__()
-        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
-        self.policy = disable_dropout(model)
-        self.tokenizer = tokenizer
-        self.reference_mode: ReferenceMode = reference if isinstance(reference, str) else "auto"
-        self.precompute_reference = precompute_reference
-        if isinstance(reference, str):
-            reference = None if precompute_reference else build_reference(model, reference)
-        self.reference = reference
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(model, tokenizer, optimizer, scheduler, max_consecutive_bad_steps)
+        self.init_reference(model, reference, precompute_reference)
         self.beta = beta
         self.loss_type = loss_type
         self.label_smoothing = label_smoothing
-        self.val_metrics = nn.ModuleDict(
-            {name: MeanMetric() for name in ("loss", "accuracy", "margin", "chosen", "rejected")}
-        )
 
     @property
     def length_normalize(self) -> bool:
         return self.loss_type == "ipo"  # IPO uses length-averaged log-probs
 
-    def setup(self, stage: str) -> None:
-        if not self.precompute_reference or self.trainer.datamodule is None:
-            return
-        datamodule = self.trainer.datamodule
-        if (
-            getattr(datamodule, "train_dataset", None) is not None
-            and REFERENCE_LOGP_KEYS[0] in datamodule.train_dataset.column_names
-        ):
-            return  # already scored (validate_at_start ran first)
-        # Before training the policy is its own reference: no copy is made at all.
-        device = self.trainer.strategy.root_device
-        self.policy.to(device)
-        reference = initial_reference(self.policy, mode=self.reference_mode)
-        datamodule.add_reference_logps(
-            lambda loader: reference_logps(reference, loader, self.length_normalize, device)
-        )
-        self.policy.to("cpu")
-        log.info(
-            "Precomputed reference log-probs for %d training and %d validation pairs; "
-            "no reference model is held during training.",
-            datamodule.num_train_examples,
-            datamodule.num_val_examples,
-        )
+    def score_reference(
+        self, reference: Reference | nn.Module, batch: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        return pair_logps(reference, batch, self.length_normalize)
 
-    def _reference_pair_logps(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        if all(key in batch for key in REFERENCE_LOGP_KEYS):
-            return batch[REFERENCE_LOGP_KEYS[0]], batch[REFERENCE_LOGP_KEYS[1]]
-        if self.reference is None:
-            raise ConfigError(
-                "DPO has no reference model and the batch carries no precomputed reference "
-                "log-probs. Fix: set stage.precompute_reference=true (the stage adds them) or "
-                "pass a reference."
-            )
-        with torch.no_grad():
-            return pair_logps(self.reference, batch, self.length_normalize)
-
-    def _loss(self, batch: dict[str, Tensor]):
+    def _loss(self, batch: dict[str, Tensor]) -> DPOLossOutput:
         pi_c, pi_r = pair_logps(self.policy, batch, self.length_normalize)
-        ref_c, ref_r = self._reference_pair_logps(batch)
+        ref_c, ref_r = self.reference_logps(batch, REFERENCE_LOGP_KEYS)
         return dpo_loss(pi_c, pi_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         out = self._loss(batch)
-        self.log("train/loss", out.loss, prog_bar=True)
-        self.log("train/accuracy", out.accuracy)
-        self.log("train/margin", out.margin)
-        self.log("train/rewards_chosen", out.chosen_rewards.mean())
-        self.log("train/rewards_rejected", out.rejected_rewards.mean())
-        return out.loss
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        out = self._loss(batch)
-        n = batch["chosen_input_ids"].shape[0]
-        values = {
-            "loss": out.loss,
-            "accuracy": out.accuracy,
-            "margin": out.margin,
-            "chosen": out.chosen_rewards.mean(),
-            "rejected": out.rejected_rewards.mean(),
-        }
-        for name, value in values.items():
-            self.val_metrics[name].update(value, weight=n)
-
-    def on_validation_epoch_end(self) -> None:
-        names = {"chosen": "val/rewards_chosen", "rejected": "val/rewards_rejected"}
-        for name, metric in self.val_metrics.items():
-            if metric.update_count:
-                self.log(
-                    names.get(name, f"val/{name}"), metric.compute(), prog_bar=name == "accuracy"
-                )
-            metric.reset()
-
-    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
-        """The trained policy and its tokenizer as a Hugging Face directory."""
-        if self.tokenizer is None:
-            raise ConfigError(
-                "DPOModule.export needs the tokenizer: pass tokenizer= when building it."
-            )
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self.policy,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            precision=str(self.trainer.precision),
-        )
+        return out.loss, pair_statistics(out)

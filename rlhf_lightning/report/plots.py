@@ -177,6 +177,22 @@ def accuracy_figure(series: dict[str, Series]) -> Figure | None:
     return fig
 
 
+def held_out_figure(series: dict[str, Series]) -> Figure | None:
+    """Held-out accuracy (greedy) and pass@k (sampled) of the RL stages' evaluator."""
+    accuracy = series.get("eval/accuracy")
+    if accuracy is None:
+        return None
+    fig = Figure(figsize=(7.5, 4.0))
+    ax = fig.subplots()
+    _plot_series(ax, accuracy, "eval/accuracy (greedy)", VAL, marker=True)
+    names = sorted((k for k in series if k.startswith("eval/pass@")), key=lambda k: (len(k), k))
+    for name, color in zip(names, [EXTRA, "tab:purple", "tab:brown", "tab:gray"], strict=False):
+        _plot_series(ax, series[name], name, color, marker=True)
+    ax.set(xlabel=STEP_LABEL, ylabel="share of held-out problems solved", ylim=(-0.02, 1.02))
+    _legend_above(ax)
+    return fig
+
+
 def perplexity_figure(series: dict[str, Series]) -> Figure | None:
     """Validation perplexity, with the unigram baseline when logged (SFT)."""
     ppl = series.get("val/perplexity")
@@ -243,5 +259,6 @@ FIGURES: list[tuple[str, str, Callable[[dict[str, Series]], Figure | None]]] = [
     ("reward_kl.png", "Reward and KL to the reference", reward_kl_figure),
     ("response_length.png", "Response length", length_figure),
     ("accuracy.png", "Pairwise accuracy", accuracy_figure),
+    ("held_out.png", "Held-out accuracy", held_out_figure),
     ("perplexity.png", "Validation perplexity", perplexity_figure),
 ]

@@ -23,6 +23,7 @@ from rlhf_lightning.report.text import fmt_number, md_table
 KEY_METRICS = (
     "val/loss",
     "val/accuracy",
+    "eval/accuracy",
     "val/perplexity",
     "rollout/reward_mean",
     "rollout/kl",
@@ -150,11 +151,21 @@ def differing_overrides(jobs: list[Job]) -> list[str]:
 
 
 def key_metrics(jobs: list[Job]) -> list[str]:
-    """The KEY_METRICS any job logged (FALLBACK_METRICS when none), in KEY_METRICS order."""
+    """The KEY_METRICS any job logged (FALLBACK_METRICS when none), in KEY_METRICS order;
+    held-out pass@k (``eval/pass@<k>``, by k) after held-out accuracy."""
     logged = set()
     for job in jobs:
         metrics = (job.summary or {}).get("metrics")
         if isinstance(metrics, dict):
             logged.update(metrics)
     chosen = [m for m in KEY_METRICS if m in logged]
+    pass_at = sorted((m for m in logged if m.startswith("eval/pass@")), key=_k_of)
+    if pass_at:
+        at = chosen.index("eval/accuracy") + 1 if "eval/accuracy" in chosen else len(chosen)
+        chosen[at:at] = pass_at
     return chosen or [m for m in FALLBACK_METRICS if m in logged]
+
+
+def _k_of(name: str) -> int:
+    k = name.rsplit("@", 1)[1]
+    return int(k) if k.isdigit() else 0

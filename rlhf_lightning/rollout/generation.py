@@ -126,7 +126,10 @@ def generate_rollout(
         kwargs.pop("suppress_tokens", None)  # the sampler bans them after recording
     with (
         eval_mode(model),
-        _seeded(device, generator_seed),
+        # Keyed sampling draws no global randomness; leaving the global streams alone matters
+        # when rollouts are generated in a background thread (max_staleness > 0), where
+        # forking and restoring them would race with the training thread's draws.
+        _seeded(device, None if keyed is not None else generator_seed),
         _recording_values(model, lm, record_values) as recorded_values,
     ):
         out = lm.generate(

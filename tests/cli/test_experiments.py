@@ -22,7 +22,7 @@ from rlhf_lightning.train import run
 
 EXPERIMENT_DIR = config_dir() / "experiment"
 EXPERIMENTS = sorted(path.stem for path in EXPERIMENT_DIR.glob("*.yaml"))
-RL_STAGES = ("ppo", "grpo", "rloo", "gspo", "reinforce_pp")
+RL_STAGES = ("ppo", "grpo", "rloo", "gspo", "reinforce_pp", "online_dpo")
 
 _SUPERVISED = [
     "data.max_samples=64",
@@ -46,6 +46,10 @@ TINY: dict[str, list[str]] = {
     "sft": [*_SUPERVISED, "stage.num_samples=1", "stage.sample_max_new_tokens=4"],
     "reward": [*_SUPERVISED, "stage.calibration=null"],
     "dpo": [*_SUPERVISED, "stage.precompute_reference=false"],
+    "kto": [*_SUPERVISED, "stage.precompute_reference=false"],
+    "orpo": _SUPERVISED,
+    "simpo": _SUPERVISED,
+    "online_dpo": [*_RL, "stage.sampling.max_new_tokens=8"],
     "ppo": [
         *_RL,
         "stage.sampling.max_new_tokens=8",
@@ -69,6 +73,18 @@ PYTHON_REWARD = ["reward=callable", "reward.function=rlhf_lightning.rewards.exam
 # default (model=tiny, and PYTHON_REWARD when it scores with a reward model).
 EXTRA: dict[str, list[str]] = {
     "reward_minilm": [],  # composed as shipped: the MiniLM encoder, not model=tiny
+    # RL with verifiable rewards: a few held-out problems, and no dynamic sampling (a random
+    # tiny policy answers nothing right, so it would drop every group and never update). The
+    # chained warm-up is not run here: test_chained_recipes_compose composes it, and
+    # tests/test_chain.py runs a chain.
+    **{
+        name: [
+            TINY_MODEL,
+            "stage.evaluator.num_problems=2",
+            "stage.algorithm.dynamic_sampling=false",
+        ]
+        for name in ("rlvr_arithmetic", "rlvr_countdown", "rlvr_code")
+    },
     # The reference is the policy's base with its adapter off, so the tiny policy needs LoRA.
     "smollm2_adapters": [TINY_MODEL, "model.lora.enabled=true", *PYTHON_REWARD],
 }
@@ -80,6 +96,19 @@ COMPOSE_ONLY = {
         "test_reward_stage.py (slow marker)"
     ),
 }
+
+
+def test_chained_recipes_compose():
+    """Each stage a recipe chains before itself composes from its overrides."""
+    chained = 0
+    for name in EXPERIMENTS:
+        stage = recipe_stage(name)
+        cfg = compose_stage(stage, [f"experiment={name}"])
+        for step in cfg.get("chain") or []:
+            sub = compose_stage(step.stage, list(step.overrides))
+            assert sub.stage.name == step.stage, name
+            chained += 1
+    assert chained >= 3  # rlvr_arithmetic, rlvr_countdown, rlvr_code
 
 
 def recipe_stage(name: str) -> str:

@@ -18,6 +18,7 @@ from rlhf_lightning.data.tasks import (
     build_code_tasks,
     build_countdown,
 )
+from rlhf_lightning.errors import DataError
 from rlhf_lightning.rewards import CodeReward, CountdownReward, MathReward
 from rlhf_lightning.rewards.sandbox import Sandbox, SandboxLimits
 from rlhf_lightning.rewards.verifiers import solves
@@ -28,9 +29,9 @@ SIZES = {
     "code_tasks": {"train": 40, "validation": 8},
 }
 COLUMNS = {
-    "arithmetic": ["prompt", "answer", "digits"],
-    "countdown": ["prompt", "numbers", "target", "solution"],
-    "code_tasks": ["prompt", "entry_point", "tests", "solution"],
+    "arithmetic": ["prompt", "answer", "digits", "completion"],
+    "countdown": ["prompt", "numbers", "target", "solution", "completion"],
+    "code_tasks": ["prompt", "entry_point", "tests", "solution", "completion"],
 }
 
 
@@ -124,16 +125,29 @@ def test_prompt_datamodule_carries_the_columns_to_the_verifiers():
     batch = prompt_batch("countdown", 4)
     prompts, columns = batch.pop("prompts"), batch
     assert all(isinstance(numbers, list) for numbers in columns["numbers"])
-    solutions = [f"<answer>{s}</answer>" for s in columns["solution"]]
-    assert CountdownReward()(prompts, solutions, **columns).tolist() == [1.0] * 4
+    # The `completion` column (SFT targets) is the reference in the asked format.
+    assert columns["completion"] == [f"<answer>{s}</answer>" for s in columns["solution"]]
+    assert CountdownReward()(prompts, columns["completion"], **columns).tolist() == [1.0] * 4
 
     batch = prompt_batch("arithmetic", 4)
     prompts = batch.pop("prompts")
-    answers = [f"<answer>{a}</answer>" for a in batch["answer"]]
-    assert MathReward(symbolic=False)(prompts, answers, **batch).tolist() == [1.0] * 4
+    assert batch["completion"] == [f"<answer>{a}</answer>" for a in batch["answer"]]
+    assert MathReward(symbolic=False)(prompts, batch["completion"], **batch).tolist() == [1.0] * 4
 
     batch = prompt_batch("code_tasks", 2)
     prompts = batch.pop("prompts")
     assert all(isinstance(tests, list) for tests in batch["tests"])
-    code = [f"```python\n{s}```" for s in batch["solution"]]
-    assert CodeReward(timeout_s=5.0)(prompts, code, **batch).tolist() == [1.0, 1.0]
+    assert batch["completion"] == [f"```python\n{s}```" for s in batch["solution"]]
+    assert CodeReward(timeout_s=5.0)(prompts, batch["completion"], **batch).tolist() == [1.0, 1.0]
+
+
+def test_task_arguments_after_a_question_mark():
+    data = load_table("arithmetic?max_digits=2&operations=+-&num_train=40&num_validation=8", None)
+    assert {split: len(rows) for split, rows in data.items()} == {"train": 40, "validation": 8}
+    for row in data["train"]:
+        a, op, b = ARITHMETIC_PROMPT.fullmatch(row["prompt"]).groups()
+        assert op in "+-" and max(len(a), len(b)) <= 2
+    with pytest.raises(DataError, match=r"'digits=2' is not an argument of the arithmetic task"):
+        load_table("arithmetic?digits=2", None)
+    with pytest.raises(DataError, match="operations must be some of"):
+        load_table("arithmetic?operations=/", None)

@@ -9,6 +9,7 @@ from rlhf_lightning.functional.preference import (
     kto_loss,
     kto_reference_point,
     orpo_loss,
+    rank_pairs,
     simpo_loss,
 )
 
@@ -190,3 +191,24 @@ def test_simpo_gradient_signs():
     assert chosen.grad.item() == approx(-0.53788284)
     assert rejected.grad.item() == approx(0.53788284)
     assert not out.chosen_rewards.requires_grad and not out.margin.requires_grad
+
+
+# --- online DPO: ranking sampled pairs ----------------------------------------------------------
+
+
+def test_rank_pairs_picks_the_higher_score_and_keeps_the_first_on_ties():
+    # prompts: rows (0, 1), (2, 3), (4, 5); scores 1 < 2 -> row 1 chosen; 3 == 3 -> row 2
+    # (TRL: first >= second); 5 > -1 -> row 4
+    scores = t(1.0, 2.0, 3.0, 3.0, 5.0, -1.0)
+    logps = t(-10.0, -11.0, -12.0, -13.0, -14.0, -15.0)
+    chosen, rejected = rank_pairs(logps, scores)
+    torch.testing.assert_close(chosen, t(-11.0, -12.0, -14.0))
+    torch.testing.assert_close(rejected, t(-10.0, -13.0, -15.0))
+    # rows of any shape follow their score; gradients reach the chosen and rejected rows
+    rows = torch.arange(12.0).view(6, 2).requires_grad_()
+    chosen, rejected = rank_pairs(rows, scores)
+    torch.testing.assert_close(chosen, t([2.0, 3.0], [4.0, 5.0], [8.0, 9.0]))
+    (chosen.sum() - rejected.sum()).backward()
+    torch.testing.assert_close(rows.grad[:, 0], t(-1.0, 1.0, 1.0, -1.0, 1.0, -1.0))
+    with pytest.raises(ValueError, match="even number"):
+        rank_pairs(logps[:5], scores[:5])

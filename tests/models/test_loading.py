@@ -46,6 +46,20 @@ def test_demo_tokenizer_has_distinct_pad_and_chat_template(demo_tokenizer):
     assert demo_tokenizer.decode(demo_tokenizer(text).input_ids) == text
 
 
+def test_digits_tokenizer_splits_numbers_into_digits(demo_tokenizer):
+    from rlhf_lightning.builtins import resolve_name
+    from rlhf_lightning.models import load_tokenizer
+
+    digits = load_tokenizer(resolve_name("demo:digits_tokenizer"))
+    ids = digits("<answer>1081</answer> in 2024").input_ids
+    tokens = digits.convert_ids_to_tokens(ids)
+    assert tokens[5:9] == ["1", "0", "8", "1"] and tokens[-4:] == ["2", "0", "2", "4"]
+    # The demo vocabulary, special tokens and text round trip are those of the demo tokenizer.
+    assert len(digits) == len(demo_tokenizer) and digits.pad_token_id == demo_tokenizer.pad_token_id
+    assert digits.decode(ids) == "<answer>1081</answer> in 2024"
+    assert digits("no digits here").input_ids == demo_tokenizer("no digits here").input_ids
+
+
 def _gpt2_like_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with only <|endoftext|>, padded with EOS like GPT-2's."""
     backend = Tokenizer(models.BPE())

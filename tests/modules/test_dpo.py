@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from datasets import Dataset
 
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.train import run
@@ -24,26 +23,13 @@ TINY_DPO = [
 ]
 
 
-def _pairs(n: int = 96) -> Dataset:
-    good = ["great", "wonderful", "happy", "lovely"]
-    bad = ["awful", "terrible", "angry", "broken"]
-    subjects = ["flight", "phone", "car", "game", "crew", "seat"]
-    return Dataset.from_dict(
-        {
-            "prompt": [f"The {subjects[i % 6]} was" for i in range(n)],
-            "chosen": [f" {good[i % 4]}" for i in range(n)],
-            "rejected": [f" {bad[(i * 3) % 4]}" for i in range(n)],
-        }
-    )
-
-
-def test_dpo_raises_held_out_preference_accuracy(tmp_path):
+def test_dpo_raises_held_out_preference_accuracy(tmp_path, toy_pairs):
     cfg = compose_config(
         "dpo",
         TINY_DPO,
         run_dir=tmp_path / "dpo",
     )
-    summary = run(cfg, dataset=_pairs())
+    summary = run(cfg, dataset=toy_pairs())
     metrics = pd.read_csv(Path(summary["run_dir"]) / "metrics.csv").dropna(subset=["val/accuracy"])
     assert summary["metrics"]["val/accuracy"] >= 0.9
     assert summary["metrics"]["val/rewards_chosen"] > summary["metrics"]["val/rewards_rejected"]
@@ -64,7 +50,7 @@ def test_dpo_raises_held_out_preference_accuracy(tmp_path):
     assert len(metrics) >= 3
 
 
-def _tiny_policy_and_pairs():
+def _tiny_policy_and_pairs(toy_pairs):
     from hydra.utils import instantiate
 
     from rlhf_lightning.data import PreferenceDataModule
@@ -75,17 +61,17 @@ def _tiny_policy_and_pairs():
     policy, tokenizer = load_model_and_tokenizer(instantiate(cfg.model, _convert_="all"))
     disable_dropout(policy)
     datamodule = PreferenceDataModule(
-        tokenizer, dataset=_pairs(40), batch_size=8, val_fraction=0.25, seed=0
+        tokenizer, dataset=toy_pairs(40), batch_size=8, val_fraction=0.25, seed=0
     )
     datamodule.setup()
     return policy, datamodule
 
 
-def test_precomputed_reference_logps_equal_the_live_reference():
+def test_precomputed_reference_logps_equal_the_live_reference(toy_pairs):
     from rlhf_lightning.models.reference import build_reference, initial_reference
     from rlhf_lightning.modules.dpo import DPOModule, reference_logps
 
-    policy, datamodule = _tiny_policy_and_pairs()
+    policy, datamodule = _tiny_policy_and_pairs(toy_pairs)
     live = DPOModule(policy, optimizer=torch.optim.AdamW, reference=build_reference(policy, "copy"))
     live_batches = list(datamodule.val_dataloader())
     live_losses = [live._loss(b).loss for b in live_batches]
@@ -112,24 +98,24 @@ def test_precomputed_reference_logps_equal_the_live_reference():
     assert abs(stored._loss(batch).loss.detach().item() - 0.6931472) > 1e-4
 
 
-def test_missing_reference_and_precomputed_logps_is_a_clear_error():
+def test_missing_reference_and_precomputed_logps_is_a_clear_error(toy_pairs):
     from rlhf_lightning.errors import ConfigError
     from rlhf_lightning.modules.dpo import DPOModule
 
-    policy, datamodule = _tiny_policy_and_pairs()
+    policy, datamodule = _tiny_policy_and_pairs(toy_pairs)
     module = DPOModule(policy, optimizer=torch.optim.AdamW, reference=None)
     batch = next(iter(datamodule.val_dataloader()))
     with pytest.raises(ConfigError, match="precompute_reference"):
         module._loss(batch)
 
 
-def test_dpo_stage_with_precomputed_reference_holds_no_reference(tmp_path):
+def test_dpo_stage_with_precomputed_reference_holds_no_reference(tmp_path, toy_pairs):
     cfg = compose_config(
         "dpo",
         [*TINY_DPO, "stage.precompute_reference=true"],
         run_dir=tmp_path / "dpo",
     )
-    summary = run(cfg, dataset=_pairs())
+    summary = run(cfg, dataset=toy_pairs())
     assert summary["metrics"]["val/accuracy"] >= 0.9
     state = torch.load(
         tmp_path / "dpo/checkpoints/last.ckpt", map_location="cpu", weights_only=False

@@ -140,3 +140,27 @@ def test_cli_needs_a_run_dir_or_a_sweep(capsys):
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
+
+
+def test_held_out_accuracy_and_pass_at_k_come_first_among_rl_metrics(tmp_path: Path):
+    sweep = tmp_path / "multirun"
+    for job, aggregation in enumerate(["sequence_mean", "token_mean"]):
+        metrics = {
+            "rollout/reward_mean": 0.5,
+            "eval/pass@8": 0.6,
+            "eval/pass@1": 0.3,
+            "eval/accuracy": 0.25 + 0.1 * job,
+        }
+        write_job(sweep, str(job), [f"aggregation={aggregation}"], metrics)
+    table = write_sweep(sweep)
+    assert table.columns == [
+        "job",
+        "aggregation",
+        "eval/accuracy",
+        "eval/pass@1",
+        "eval/pass@8",
+        "rollout/reward_mean",
+        "global_step",
+        "wall_s",
+    ]
+    assert [row[2] for row in table.rows] == [0.25, 0.35]

@@ -188,11 +188,14 @@ def test_processes_that_leave_the_process_group_are_killed_too(runs_root):
 
 
 TRAINER = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("sandbox", sys.argv[1])
-sandbox = sys.modules["sandbox"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(sandbox)  # without the package, so without torch: starts fast
-sandbox.Sandbox(sandbox.SandboxLimits(timeout_s=60), workdir_root=sys.argv[2]).run(
+import sys, types
+from pathlib import Path
+# The sandbox modules without rlhf_lightning.rewards' __init__ (torch): starts fast.
+rewards = types.ModuleType("rlhf_lightning.rewards")
+rewards.__path__ = [str(Path(sys.argv[1]).parent)]
+sys.modules["rlhf_lightning.rewards"] = rewards
+from rlhf_lightning.rewards.sandbox import Sandbox, SandboxLimits
+Sandbox(SandboxLimits(timeout_s=60), workdir_root=sys.argv[2]).run(
     "import os, time\\nos.fork()\\ntime.sleep(60)"
 )
 """

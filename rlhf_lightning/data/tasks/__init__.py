@@ -8,10 +8,14 @@ problem, generated offline and deterministically, and named as ``data.path``:
 * ``code_tasks``: write a function that passes ``tests`` (``reward=code``);
 * ``guess_number``, ``tool_arithmetic``, ``codebreaker``: games for the multi-turn
   environments of the same names (``env=...``, :mod:`rlhf_lightning.envs`).
+
+A name takes its builder's arguments after a ``?``, as in a URL query:
+``arithmetic?max_digits=2&operations=+-`` (``build_task``).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import datasets
@@ -38,6 +42,35 @@ TASKS: dict[str, Callable[[], datasets.DatasetDict]] = {
     CODEBREAKER: build_codebreaker,
 }
 
+
+def task_name(path: str) -> str:
+    """The built-in task ``path`` names (its part before ``?``)."""
+    return path.split("?", 1)[0]
+
+
+def build_task(path: str) -> datasets.DatasetDict:
+    """The built-in task named by ``path``: ``name`` or ``name?key=value&key=value``.
+
+    Values that read as integers are passed as integers, others as text.
+
+    Raises:
+        ValueError: an unknown task, an argument its builder does not take, or a bad value.
+    """
+    name, _, query = path.partition("?")
+    builder = TASKS[name]
+    accepted = inspect.signature(builder).parameters
+    kwargs: dict[str, int | str] = {}
+    for pair in filter(None, query.split("&")):
+        key, sep, value = pair.partition("=")
+        if not sep or key not in accepted:
+            raise ValueError(
+                f"'{pair}' is not an argument of the {name} task (it takes: "
+                f"{', '.join(accepted) or 'none'})"
+            )
+        kwargs[key] = int(value) if value.lstrip("-").isdigit() else value
+    return builder(**kwargs)
+
+
 __all__ = [
     "ARITHMETIC",
     "CODEBREAKER",
@@ -48,9 +81,11 @@ __all__ = [
     "TASKS",
     "TOOL_ARITHMETIC",
     "build_arithmetic",
+    "build_task",
     "build_code_tasks",
     "build_codebreaker",
     "build_countdown",
     "build_guess_number",
     "build_tool_arithmetic",
+    "task_name",
 ]

@@ -2,8 +2,9 @@
 
 Each row asks for one sum, difference or product of two integers, answered without working:
 
-    prompt: "Compute 47 * 23. Answer with <answer>number</answer>."
-    answer: "1081"
+    prompt:     "Compute 47 * 23. Answer with <answer>number</answer>."
+    answer:     "1081"
+    completion: "<answer>1081</answer>"   (the right answer in the asked format: SFT targets)
 
 Difficulty is the number of digits: each operand has 1 to ``max_digits`` digits (uniformly), and
 the ``digits`` column records the larger of the two. Differences are never negative (the larger
@@ -36,7 +37,11 @@ def _operand(rng: random.Random, digits: int) -> int:
 
 @lru_cache(maxsize=4)
 def build_arithmetic(
-    num_train: int = 4000, num_validation: int = 400, max_digits: int = 3, seed: int = 0
+    num_train: int = 4000,
+    num_validation: int = 400,
+    max_digits: int = 3,
+    seed: int = 0,
+    operations: str = "+-*",
 ) -> datasets.DatasetDict:
     """The arithmetic task (see the module docstring).
 
@@ -45,13 +50,17 @@ def build_arithmetic(
         num_validation: Rows of ``validation`` (held-out problems).
         max_digits: Most digits of an operand (1 to 9).
         seed: Seeds the generator; the default dataset uses 0.
+        operations: The operations drawn from, some of ``+-*``.
 
     Returns:
         ``DatasetDict`` with ``train`` and ``validation``; columns ``prompt``, ``answer``
-        (the result as a string) and ``digits``.
+        (the result as a string), ``digits`` and ``completion`` (the answer in the asked
+        format).
     """
     if not 1 <= max_digits <= 9:
         raise ValueError(f"max_digits must be 1..9, got {max_digits}")
+    if not operations or set(operations) - set(OPERATIONS):
+        raise ValueError(f"operations must be some of '+-*', got {operations!r}")
     total = num_train + num_validation
     rng = random.Random(seed)
     seen: set[tuple[str, int, int]] = set()
@@ -59,7 +68,7 @@ def build_arithmetic(
     for _ in range(total * 50):  # bounded: small max_digits may not have `total` problems
         if len(rows) == total:
             break
-        op = rng.choice(list(OPERATIONS))
+        op = rng.choice(list(operations))
         a = _operand(rng, rng.randint(1, max_digits))
         b = _operand(rng, rng.randint(1, max_digits))
         if op == "-" and b > a:
@@ -68,11 +77,13 @@ def build_arithmetic(
         if key in seen:
             continue
         seen.add(key)
+        answer = str(OPERATIONS[op](a, b))
         rows.append(
             {
                 "prompt": format_prompt(a, op, b),
-                "answer": str(OPERATIONS[op](a, b)),
+                "answer": answer,
                 "digits": max(len(str(a)), len(str(b))),
+                "completion": f"<answer>{answer}</answer>",
             }
         )
     if len(rows) < total:
@@ -82,6 +93,7 @@ def build_arithmetic(
             "prompt": datasets.Value("string"),
             "answer": datasets.Value("string"),
             "digits": datasets.Value("int32"),
+            "completion": datasets.Value("string"),
         }
     )
     return datasets.DatasetDict(

@@ -4,6 +4,7 @@
     numbers:  [19, 3, 44, 7]
     target:   82
     solution: "(44 - 19) * 3 + 7"   (one way to reach it)
+    completion: "<answer>(44 - 19) * 3 + 7</answer>"   (it in the asked format: SFT targets)
 
 Every problem is solvable: it is made by combining the numbers in a random order with random
 operations (differences stay positive, divisions exact), and the result becomes the target.
@@ -79,7 +80,8 @@ def build_countdown(
 
     Returns:
         ``DatasetDict`` with ``train`` and ``validation``; columns ``prompt``, ``numbers``
-        (3 or 4 ints, shuffled), ``target`` (int) and ``solution`` (an expression reaching it).
+        (3 or 4 ints, shuffled), ``target`` (int), ``solution`` (an expression reaching it) and
+        ``completion`` (the solution in the asked format).
     """
     total = num_train + num_validation
     rng = random.Random(seed)
@@ -104,6 +106,7 @@ def build_countdown(
                 "numbers": numbers,
                 "target": target,
                 "solution": solution,
+                "completion": f"<answer>{solution}</answer>",
             }
         )
     if len(rows) < total:
@@ -114,6 +117,7 @@ def build_countdown(
             "numbers": datasets.Sequence(datasets.Value("int64")),
             "target": datasets.Value("int64"),
             "solution": datasets.Value("string"),
+            "completion": datasets.Value("string"),
         }
     )
     return datasets.DatasetDict(

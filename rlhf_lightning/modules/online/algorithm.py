@@ -27,28 +27,12 @@ from rlhf_lightning.functional import (
     KLInReward,
     PolicyLoss,
 )
+from rlhf_lightning.modules.online.shaping import ScoreShaping
 
 AdvantageEstimator = Callable[[AdvantageInputs], Advantages]
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor], PolicyLoss]
 Aggregation = Callable[[Tensor, Tensor, AggregationContext], Tensor]
 KLPlacement = KLInReward | KLInLoss
-
-
-@dataclass
-class ScoreShaping:
-    """What happens to the reward source's scores before the KL penalty and the advantages.
-
-    Attributes:
-        missing_stop_penalty: subtracted from the score of a response that never stopped.
-        scale: divide by the running std of the scores (classic TRL ``use_score_scaling``).
-        normalize: subtract the running mean too (``use_score_norm``).
-        clip: clamp the scores to ``[-clip, clip]``; None disables.
-    """
-
-    missing_stop_penalty: float | None = None
-    scale: bool = False
-    normalize: bool = False
-    clip: float | None = None
 
 
 @dataclass
@@ -84,6 +68,14 @@ class RLAlgorithm:
             classic TRL); None never skips.
         target_kl: stop the passes early when the policy KL exceeds 1.5 x this; None never.
         mask_truncated: leave responses that never stopped out of the loss (DAPO).
+        dynamic_sampling: leave groups whose shaped scores are all equal out of the loss (DAPO's
+            dynamic sampling, as a filter: the rollout is not topped up with new prompts). Their
+            rows stay in the batch with the loss mask cleared, so every process keeps the same
+            rows and minibatches split evenly: ``token_mean`` and ``global_token_mean`` then
+            average over the kept tokens exactly as a batch of only informative groups would,
+            while ``sequence_mean`` and ``constant_normalizer`` still divide by every row of
+            the minibatch (dropping scales those losses by the kept share). An iteration with
+            no informative group makes no update. Logged: ``rollout/dropped_groups``.
         log_entropy: log the policy's entropy (``train/entropy``; one more pass over the
             logits per minibatch).
         importance_cap: when an inference engine sampled the rollout (``rollout=vllm``),
@@ -109,6 +101,7 @@ class RLAlgorithm:
     ratio_threshold: float | None = None
     target_kl: float | None = None
     mask_truncated: bool = False
+    dynamic_sampling: bool = False
     log_entropy: bool = False
     importance_cap: float | None = None
 
@@ -126,6 +119,12 @@ class RLAlgorithm:
             raise ConfigError(
                 f"algorithm.gradient_accumulation_steps={self.gradient_accumulation_steps} does "
                 f"not divide algorithm.num_minibatches={self.num_minibatches}. Fix: pick a divisor."
+            )
+        if self.dynamic_sampling and self.group_size < 2:
+            raise ConfigError(
+                f"algorithm.dynamic_sampling=true with group_size={self.group_size}: a group of "
+                "one sample never differs from itself, so every row would be dropped. Fix: "
+                "group_size >= 2 (GRPO, RLOO), or dynamic_sampling=false."
             )
         if self.kl_coef < 0:
             raise ConfigError(f"algorithm.kl_coef={self.kl_coef}: must be >= 0.")

@@ -3,7 +3,9 @@ loop API (``PPOTrainer``): a scored rollout in, optimizer updates out.
 
 One iteration, given a rollout (prompt-major groups of ``group_size`` responses) and its scores:
 
-1. shape the scores (missing-stop penalty, running scaling / normalisation, clipping);
+1. shape the scores (length terms, missing-stop penalty, running scaling / normalisation,
+   clipping) and, with dynamic sampling, leave groups whose scores are all equal out of the
+   loss;
 2. old log-probs and values (recorded while sampling when the rollout carries them: no second
    policy forward) and reference log-probs (no grad);
 3. the KL placement turns scores into token and sequence rewards;
@@ -27,7 +29,6 @@ from rlhf_lightning.functional import (
     AdvantageInputs,
     AggregationContext,
     FixedKLController,
-    RunningMoments,
     explained_variance,
     full_kl,
     masked_mean,
@@ -37,7 +38,8 @@ from rlhf_lightning.functional import (
     truncated_importance_weights,
 )
 from rlhf_lightning.models.reference import Reference
-from rlhf_lightning.modules.online.algorithm import RLAlgorithm, ScoreShaping
+from rlhf_lightning.modules.online.algorithm import RLAlgorithm
+from rlhf_lightning.modules.online.shaping import ScoreShaper
 from rlhf_lightning.rollout import RolloutBatch, critic_values, score_tokens
 
 
@@ -49,6 +51,8 @@ class Experience(NamedTuple):
     context_length: int
     response_mask: Tensor  # the tokens the policy sampled (a multi-turn rollout's action mask)
     loss_mask: Tensor  # the response mask, minus never-stopped responses with mask_truncated
+    # and rows of uninformative groups with dynamic_sampling
+    kept: Tensor  # (B,) False on rows dynamic sampling dropped
     old_logprobs: Tensor
     ref_logprobs: Tensor | None
     old_values: Tensor | None
@@ -103,7 +107,12 @@ class OnlineRLCore:
             if algorithm.adaptive_kl
             else FixedKLController(algorithm.kl_coef)
         )
-        self.score_moments = RunningMoments()
+        self.shaper = ScoreShaper(
+            algorithm.shaping,  # type: ignore[arg-type]
+            max_new_tokens,
+            algorithm.group_size,
+            algorithm.dynamic_sampling,
+        )
 
     @property
     def has_critic(self) -> bool:
@@ -114,30 +123,15 @@ class OnlineRLCore:
         """Whether rollouts should record the shared value head's values (`record_values`)."""
         return self.value_head and not self.algorithm.kl.needs_logits
 
-    def shape_scores(self, scores: Tensor, contains_stop: Tensor) -> Tensor:
-        """Step 1: penalty for responses that never stopped, running scaling, clipping."""
-        shaping: ScoreShaping = self.algorithm.shaping  # type: ignore[assignment]
-        scores = scores.float()
-        if shaping.missing_stop_penalty is not None:
-            scores = torch.where(contains_stop, scores, scores - shaping.missing_stop_penalty)
-        if shaping.scale or shaping.normalize:
-            # Every rank updates with the whole batch: identical running moments everywhere.
-            self.score_moments.update(gather_rows(scores)[0])
-            std = self.score_moments.std + torch.finfo(scores.dtype).eps
-            scores = (scores - self.score_moments.mean) / std if shaping.normalize else scores / std
-        if shaping.clip is not None:
-            scores = scores.clamp(-shaping.clip, shaping.clip)
-        return scores
-
     @torch.no_grad()
     def make_experience(self, rollout: RolloutBatch, scores: Tensor) -> Experience:
         """Steps 1-4: shaped scores, old/ref log-probs and values, rewards, advantages."""
         algo = self.algorithm
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
-        scores = self.shape_scores(scores.to(ids.device), rollout.contains_stop)
         # The tokens the policy sampled: a multi-turn rollout's environment messages are
         # attended to but are no decisions (no loss, no KL, no value).
         response_mask = rollout.policy_token_mask
+        scores = self.shaper(scores.to(ids.device), rollout.contains_stop, response_mask.sum(1))
         logits = None
         if self._can_reuse_sampling_logprobs(rollout):
             # Recorded while sampling: the policy forward would only recompute them.
@@ -173,12 +167,15 @@ class OnlineRLCore:
         loss_mask = response_mask
         if algo.mask_truncated:
             loss_mask = response_mask & rollout.contains_stop[:, None]
+        kept = self.shaper.informative_rows(scores)
+        loss_mask = loss_mask & kept[:, None]
         return Experience(
             input_ids=ids,
             attention_mask=mask,
             context_length=ctx,
             response_mask=response_mask,
             loss_mask=loss_mask,
+            kept=kept,
             old_logprobs=old_logprobs,
             ref_logprobs=ref_logprobs,
             old_values=values,
@@ -289,6 +286,8 @@ class OnlineRLCore:
         come from the caller (Lightning's manual optimisation, or plain torch)."""
         algo = self.algorithm
         n = exp.input_ids.shape[0]
+        if algo.dynamic_sampling and not bool(all_reduce_sum(exp.kept.sum())):
+            return []  # no group on any process carries a signal: no update from this rollout
         if n % algo.num_minibatches:
             raise ValueError(
                 f"a rollout of {n} responses does not split into algorithm.num_minibatches="
@@ -327,12 +326,12 @@ class OnlineRLCore:
     def state_dict(self) -> dict:
         return {
             "kl_controller": self.kl_controller.state_dict(),
-            "score_moments": self.score_moments.state_dict(),
+            "score_moments": self.shaper.moments.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.kl_controller.load_state_dict(state["kl_controller"])
-        self.score_moments.load_state_dict(state["score_moments"])
+        self.shaper.moments.load_state_dict(state["score_moments"])
 
 
 def _mean_over_ranks(x: Tensor) -> float:

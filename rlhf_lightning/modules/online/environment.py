@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,8 @@ from rlhf_lightning.envs import Environment, EnvRollout, TurnLimits, play_episod
 from rlhf_lightning.envs.evaluation import EnvEvaluator
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.evaluation import EvalResult
+from rlhf_lightning.modules.online.records import record_evaluation
 from rlhf_lightning.rewards.base import RewardSource
 from rlhf_lightning.rollout import RolloutBackend, RolloutBatch, SamplingConfig
 
@@ -41,6 +44,8 @@ class EnvironmentSteps:
     iteration: int
     iterations: int
     trainer: Any
+    loggers: Any
+    samples_path: Path | None
     device: torch.device
     score: Callable[..., Tensor]  # the reward source within the stage's deadline
 
@@ -139,26 +144,39 @@ class EnvironmentSteps:
             self.evaluate_in_env()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(outputs, batch, batch_idx)  # type: ignore[misc]
         if self.env_eval is not None and self.iteration == self.iterations:
             self.evaluate_in_env()  # the trained policy
 
-    def evaluate_in_env(self) -> dict[str, float]:
+    def evaluate_in_env(self) -> EvalResult:
         """``eval/success_rate`` (and ``eval/reward_mean``, ``eval/turns``) on held-out games,
-        logged at the current step; every process takes part."""
+        logged at step `iteration` like the held-out evaluation of single-turn tasks, the first
+        episodes' conversations to ``eval_samples.jsonl``; every process takes part."""
         assert self.env is not None and self.env_eval is not None
         start = time.perf_counter()
         rows = self.env_eval.rows(self.trainer.datamodule.path)
-        metrics, _ = self.env_eval.evaluate(
+        metrics, played = self.env_eval.evaluate(
             self.rollout_backend, self.policy, self.tokenizer, self.env, rows, self.sampling,
             self.turns,
         )  # fmt: skip
-        metrics["perf/eval_s"] = time.perf_counter() - start
-        # Straight to the loggers, once per evaluation: logged from a batch hook through
-        # `self.log`, the values would be repeated on every later step's row.
-        if self.trainer.is_global_zero:
-            for logger in self.trainer.loggers:
-                logger.log_metrics(metrics, step=self.trainer.global_step)
-        return metrics
+        kept = self.env_eval.sample_rows if played is not None else 0
+        result = EvalResult(
+            {name.removeprefix("eval/"): value for name, value in metrics.items()},
+            [
+                {
+                    "prompt": played.batch.prompts[i],
+                    "conversation": played.conversations[i],
+                    "reward": float(played.batch.turn_rewards[i].sum()),
+                    "success": bool(played.success[i]),
+                }
+                for i in range(min(kept, len(played.conversations)))
+            ]
+            if played is not None and played.batch.turn_rewards is not None
+            else [],
+        )
+        path = self.samples_path if self.trainer.is_global_zero else None  # rank 0 writes
+        record_evaluation(result, self.loggers, self.iteration, path, time.perf_counter() - start)
+        return result
 
 
 def rows_of(prompts: list[str], columns: dict[str, list]) -> list[dict[str, Any]]:

@@ -31,12 +31,14 @@ from rlhf_lightning.models import (
     export_model,
 )
 from rlhf_lightning.models.reference import ReferenceMode
+from rlhf_lightning.modules.evaluation import EvalResult, Evaluator, write_eval_summary
 from rlhf_lightning.modules.guards import NonFiniteGuard, optimized_parameters
 from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.critic import Critic, with_critic
 from rlhf_lightning.modules.online.environment import EnvironmentSteps, rows_of
+from rlhf_lightning.modules.online.evaluation_hooks import HeldOutEvaluation
 from rlhf_lightning.modules.online.records import (
     append_rows,
     compare_with_reference,
@@ -52,7 +54,7 @@ from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, Samp
 log = logging.getLogger(__name__)
 
 
-class OnlineRLModule(EnvironmentSteps, L.LightningModule):
+class OnlineRLModule(EnvironmentSteps, HeldOutEvaluation, L.LightningModule):
     """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
 
     Args:
@@ -77,6 +79,9 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
             optimise (``modules/online/ahead.py``); 0 is synchronous.
         samples_path / sample_every: where and every how many iterations sample rows go.
         compare_prompts: prompts the starting and the trained policy both answer at the end.
+        evaluator: held-out evaluation (``data.eval_split``) before the first iteration, every
+            ``evaluator.every`` iterations and after the last (``eval/*`` metrics); answers go
+            to ``eval_samples.jsonl`` and the last result to ``eval.json`` beside samples_path.
         max_consecutive_bad_steps: skipped non-finite updates in a row before the run stops.
         seed: the run's seed; rollouts sample from (seed, iteration).
         env: an environment (``env=``): each rollout is a multi-turn episode per prompt row
@@ -107,6 +112,7 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         samples_path: str | Path | None = None,
         sample_every: int = 10,
         compare_prompts: int = 16,
+        evaluator: Evaluator | None = None,
         max_consecutive_bad_steps: int = 10,
         seed: int = 0,
         reward_timeout_s: float | None = 300.0,
@@ -144,6 +150,8 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
+        self.evaluator = evaluator
+        self.last_eval: EvalResult | None = None
         self.seed = seed
         self.core = OnlineRLCore(
             model, self.reference, algorithm, sampling.temperature, sampling.max_new_tokens,
@@ -188,7 +196,8 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         self.trainer.should_stop = self.trainer.should_stop or self.iteration >= self.iterations
         if self.trainer.should_stop:
             return -1
-        self.evaluate_in_env_if_due()  # held-out games before this iteration (stage.env_eval)
+        super().on_train_batch_start(batch, batch_idx)  # the held-out evaluation when due
+        self.evaluate_in_env_if_due()  # held-out games (stage.env_eval)
         return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
@@ -289,6 +298,9 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
         metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
         metrics |= self.env_metrics()
+        if self.algorithm.dynamic_sampling:  # groups the loss left out, over the whole batch
+            dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
+            metrics["rollout/dropped_groups"] = dropped.float().cpu()
         metrics["train/skipped_steps"] = float(self.guard.skipped)
         self._phase_seconds = {}
         self.log_dict(metrics, sync_dist=rank_and_world()[1] > 1)
@@ -313,7 +325,10 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
     def finish(self) -> list[dict[str, Any]]:
         """After fit: the starting and the trained policy answer the same prompts (same seed);
         both answers are scored and appended to samples.jsonl. Returns the rows ([] without a
-        reference, a samples file or prompts to compare on)."""
+        reference, a samples file or prompts to compare on). The last held-out evaluation goes
+        to eval.json and eval.md."""
+        if self.last_eval is not None and self.samples_path is not None:
+            write_eval_summary(self.samples_path.parent, self.last_eval, step=self.iteration)
         if self.reference is None or self.samples_path is None or not self.compare_prompts:
             return []
         batch = self.trainer.datamodule.first_batch(self.compare_prompts)
@@ -326,13 +341,8 @@ class OnlineRLModule(EnvironmentSteps, L.LightningModule):
                 self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
                 self.seed, columns,
             )  # fmt: skip
-        append_rows(
-            self.samples_path,
-            rows,
-            step=self.iteration,
-            global_step=self.global_step,
-            kind="final_comparison",
-        )
+        at = {"step": self.iteration, "global_step": self.global_step}
+        append_rows(self.samples_path, rows, **at, kind="final_comparison")
         return rows
 
     def export(self, out_dir: Path, merge_lora: bool = False) -> None:

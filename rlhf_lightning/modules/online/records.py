@@ -1,4 +1,5 @@
-"""What an online-RL iteration records: its metrics, sample rows, and the before/after comparison.
+"""What an online-RL iteration records: its metrics, sample rows, held-out evaluations, and the
+before/after comparison.
 
 At the end of every online RL run the reference (starting) policy and the trained policy answer
 the same prompts, sampled with the same seed and settings and scored by the same reward source,
@@ -13,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.distributed import gather_rows, rank_and_world
 from rlhf_lightning.functional import distinct_n, logprob_gap
 from rlhf_lightning.models.reference import Reference
+from rlhf_lightning.modules.evaluation import EvalResult
 from rlhf_lightning.rewards.base import RewardSource
 from rlhf_lightning.rollout import RolloutBatch, SamplingConfig, generate_rollout
 
@@ -159,3 +161,25 @@ def append_rows(path: Path, rows: list[dict[str, Any]], **fields: Any) -> None:
     """Append `rows` to the JSON-lines file `path`, each with `fields` added first."""
     with path.open("a", encoding="utf-8") as f:
         f.writelines(json.dumps({**fields, **row}, ensure_ascii=False) + "\n" for row in rows)
+
+
+def record_evaluation(
+    result: EvalResult,
+    loggers: list[Logger],
+    iteration: int,
+    samples_path: Path | None,
+    seconds: float,
+) -> None:
+    """``eval/*`` (and ``perf/evaluation_s``, its time) to the loggers at step `iteration` (the
+    policy after that many iterations) and the kept answers to ``eval_samples.jsonl`` beside
+    `samples_path` (None: not written, e.g. on ranks other than 0).
+
+    The loggers are called directly: ``self.log`` inside the iteration would merge these
+    values into that iteration's training row, and the final evaluation comes after it.
+    """
+    metrics = {f"eval/{k}": v for k, v in result.metrics.items() if k != "num_problems"}
+    metrics["perf/evaluation_s"] = seconds
+    for logger in loggers:
+        logger.log_metrics(metrics, step=iteration)
+    if samples_path is not None:
+        append_rows(samples_path.with_name("eval_samples.jsonl"), result.rows, step=iteration)
