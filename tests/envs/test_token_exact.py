@@ -8,9 +8,15 @@ import pytest
 import torch
 
 from rlhf_lightning.data.tasks import build_guess_number
-from rlhf_lightning.envs import GuessNumber, TurnLimits, play_episodes
+from rlhf_lightning.envs import GuessNumber, ToolArithmetic, TurnLimits, play_episodes
 from rlhf_lightning.envs.chat import render, turn_end_ids
-from rlhf_lightning.rollout import HFBackend, SamplingConfig, score_tokens
+from rlhf_lightning.rollout import (
+    HFBackend,
+    RolloutBatch,
+    SamplingConfig,
+    left_pad,
+    score_tokens,
+)
 
 ROWS = list(build_guess_number()["train"].select(range(6)))
 
@@ -121,3 +127,48 @@ def test_a_real_policy_samples_the_tokens_and_logprobs_that_are_trained(
         ).logprobs
     mask = batch.action_mask
     torch.testing.assert_close(scored[mask], batch.policy_logprobs[mask], atol=2e-5, rtol=0)
+
+
+class ToolCaller:
+    """A backend whose first turn calls the calculator and whose second answers with the
+    number, its ids being the tokenizer's own encoding of that text."""
+
+    def __init__(self, tokenizer, stop_id: int) -> None:
+        self.tokenizer, self.stop_id = tokenizer, stop_id
+        self.calls: list[tuple[list[list[int]], list[list[int]], list[list[float]]]] = []
+
+    def generate(self, policy, tokenizer, prompts, sampling, *, seed, row_keys, **kwargs):
+        queries = kwargs["query_ids"]
+        call = (
+            '<tool_call>{"name": "calculator", "arguments": {"expression": "12 * 34"}}</tool_call>'
+        )
+        text = call if not self.calls else "The answer is 408."
+        ids = [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.stop_id]
+        turns = [list(ids) for _ in queries]
+        logprobs = [[-0.5] * len(ids) for _ in queries]
+        self.calls.append(([list(q) for q in queries], turns, logprobs))
+        n = len(queries)
+        q_ids, q_mask = left_pad(queries, 0)
+        return RolloutBatch(
+            q_ids, q_mask, torch.tensor(turns), torch.ones(n, len(ids), dtype=torch.bool),
+            torch.ones(n, dtype=torch.bool), [""] * n, [""] * n,
+            policy_logprobs=torch.tensor(logprobs),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+def test_a_tool_call_and_its_result_are_token_exact(name, templated):
+    tokenizer = templated[name]
+    sampler = ToolCaller(tokenizer, turn_end_ids(tokenizer)[0])
+    rows = [{"prompt": "What is 12 * 34?", "answer": "408"}] * 2
+    limits = TurnLimits(max_turns=3, max_total_tokens=400)
+    out = play_episodes(
+        sampler, None, tokenizer, ToolArithmetic(), rows, SamplingConfig(max_new_tokens=64),
+        limits, seed=0, row_keys=torch.arange(2),
+    )  # fmt: skip
+    assert out.turns.tolist() == [2, 2] and out.success.all()
+    roles = [m["role"] for m in out.conversations[0]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    assert out.conversations[0][2]["content"] == "408"  # the calculator's answer
+    _check_turns(out, sampler)  # sampled ids kept; the tool message's tokens never trained
+    assert out.batch.turn_rewards.sum(1).tolist() == [1.0, 1.0]
