@@ -40,6 +40,7 @@ class EnvEvaluator:
             temperature.
         seed: Seeds sampled play.
         sample_rows: Episodes whose conversations go to ``eval_samples.jsonl``.
+        repeats: Plays of each game (sampled play: more plays, a less noisy rate).
     """
 
     every: int = 10
@@ -48,6 +49,7 @@ class EnvEvaluator:
     greedy: bool = True
     seed: int = 0
     sample_rows: int = 8
+    repeats: int = 1
 
     def due(self, iteration: int) -> bool:
         """Whether the policy after `iteration` iterations is evaluated (the last one aside)."""
@@ -57,7 +59,7 @@ class EnvEvaluator:
         """The held-out games of ``data.path``."""
         table = load_table(path, self.split)
         count = len(table) if self.num_rows is None else min(self.num_rows, len(table))
-        return [dict(row) for row in table.select(range(count))]
+        return [dict(row) for row in table.select(range(count)) for _ in range(self.repeats)]
 
     def evaluate(
         self,

@@ -8,9 +8,10 @@ Each guess costs ``guess_cost`` (a per-turn reward, placed on that turn), so fin
 sooner is better than later; a guess the answers so far already rule out (or no number at
 all) costs ``wasted_cost`` more: a dense signal that reaches the turn that wasted the guess.
 
-:func:`demonstrations` plays the game with a scripted player that guesses uniformly within
-the range the answers so far leave open: conversations for an SFT warm-up that teaches the
-format and the bookkeeping, not the halving strategy RL then finds.
+:func:`demonstrations` plays the game with a scripted player that guesses within the range the
+answers so far leave open, sometimes in its middle and otherwise anywhere in it: conversations
+for an SFT warm-up that teaches the format, the bookkeeping and both ways of guessing; RL then
+learns which one wins.
 """
 
 from __future__ import annotations
@@ -79,9 +80,12 @@ class GuessNumber:
         return StepResult([{"role": "user", "content": reply}], reward, over, info)
 
 
-def demonstrations(rows: list[dict[str, Any]], seed: int = 0) -> list[list[Message]]:
-    """One conversation per row, played by a scripted player who guesses uniformly within the
-    range still open (see the module docstring)."""
+def demonstrations(
+    rows: list[dict[str, Any]], seed: int = 0, halving_share: float = 0.0
+) -> list[list[Message]]:
+    """One conversation per row, played by a scripted player who guesses within the range still
+    open: the middle of it with probability ``halving_share`` (per guess), else anywhere in it
+    uniformly (see the module docstring)."""
     rng = random.Random(seed)
     conversations = []
     for row in rows:
@@ -89,7 +93,8 @@ def demonstrations(rows: list[dict[str, Any]], seed: int = 0) -> list[list[Messa
         messages = env.reset(row)
         low, high = 1, int(row["high"])
         while True:
-            guess = rng.randint(low, high)
+            halve = rng.random() < halving_share
+            guess = (low + high + rng.randint(0, 1)) // 2 if halve else rng.randint(low, high)
             messages.append({"role": "assistant", "content": str(guess)})
             result = env.step(str(guess))
             if result.done:

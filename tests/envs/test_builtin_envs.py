@@ -119,3 +119,14 @@ def test_guess_number_charges_a_wasted_guess_on_its_own_turn():
     assert env.step("7").reward == -0.5  # already ruled out
     assert env.step("none").reward == -0.5
     assert env.step("5").reward == 1.0
+
+
+def test_scripted_games_halve_the_open_range_as_often_as_asked():
+    from rlhf_lightning.envs.guess_number import demonstrations
+
+    rows = [{"prompt": "p", "secret": 1, "high": 16, "max_guesses": 4}] * 400
+    first = [int(c[1]["content"]) for c in demonstrations(rows, seed=0, halving_share=0.25)]
+    middle = sum(g in (8, 9) for g in first) / len(first)
+    assert 0.25 < middle < 0.25 + 0.12 + 0.06  # 1/4 halving + 3/4 x 2/16 uniform, +- noise
+    always = demonstrations(rows[:50], seed=0, halving_share=1.0)
+    assert all(int(c[1]["content"]) in (8, 9) for c in always)
