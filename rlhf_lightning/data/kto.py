@@ -64,7 +64,9 @@ _TOKENIZED = ["input_ids", "completion_mask", "prompt_length", "label"]
 def resolve_kto_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
     """Checks a ``canonical -> dataset column`` mapping (prompt/completion/label, or the
     chosen/rejected of paired data)."""
-    columns = dict(columns or {})
+    # A null entry (how the data configs list the names) keeps the default column name; the
+    # pair configs KTO's build on list `margin`, which KTO does not read.
+    columns = {k: v for k, v in (columns or {}).items() if v is not None}
     unknown = [canonical for canonical in columns if canonical not in KTO_COLUMNS]
     if unknown:
         raise DataError(

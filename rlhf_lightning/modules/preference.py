@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -21,10 +20,10 @@ from transformers import PreTrainedTokenizerBase
 from rlhf_lightning.data import PreferenceDataModule
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import DPOLossOutput, SimPOLossOutput, sequence_logprobs
-from rlhf_lightning.models import build_reference, disable_dropout, export_model
+from rlhf_lightning.models import build_reference, disable_dropout
 from rlhf_lightning.models.reference import Reference, ReferenceMode, initial_reference
-from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
-from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.modules.offline import OfflineStage
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.rollout import score_tokens
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ def score_batches(
     return tuple(torch.cat(column) for column in columns)
 
 
-class PreferenceModule(GuardedOptimizerStep, L.LightningModule):
+class PreferenceModule(OfflineStage):
     """An offline preference stage: ``compute_loss(batch) -> (loss, statistics)``, trained with
     automatic optimisation; every statistic is logged as ``train/<name>`` and, averaged over
     the validation rows, ``val/<name>``.
@@ -150,12 +149,8 @@ class PreferenceModule(GuardedOptimizerStep, L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
-        super().__init__()
-        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
+        super().__init__(tokenizer, optimizer, scheduler, max_consecutive_bad_steps)
         self.policy = disable_dropout(model)
-        self.tokenizer = tokenizer
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.val_metrics = nn.ModuleDict(
             {name: MeanMetric() for name in ("loss", *self.statistics)}
         )
@@ -183,23 +178,9 @@ class PreferenceModule(GuardedOptimizerStep, L.LightningModule):
                 self.log(f"val/{name}", metric.compute(), prog_bar=name == "accuracy")
             metric.reset()
 
-    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
-        """The trained policy and its tokenizer as a Hugging Face directory."""
-        if self.tokenizer is None:
-            raise ConfigError(
-                f"{type(self).__name__}.export needs the tokenizer: pass tokenizer= when "
-                "building it."
-            )
-        export_model(self.policy, self.tokenizer, out_dir, merge_lora=merge_lora)
-
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self.policy,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            precision=str(self.trainer.precision),
-        )
+    @property
+    def trained_model(self) -> nn.Module:
+        return self.policy
 
 
 class ReferenceScoring:

@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
@@ -15,17 +14,15 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data import PreferenceDataModule
 from rlhf_lightning.data.demo_prompts import demo_prompts
-from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import pairwise_loss
 from rlhf_lightning.models import (
     ModelSpec,
     disable_dropout,
-    export_model,
     is_peft_model,
     load_model_and_tokenizer,
 )
-from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
-from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.modules.offline import OfflineStage
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.rewards import ModelReward
 from rlhf_lightning.rewards.model import CALIBRATION_FILE
 from rlhf_lightning.rollout import sample_completions
@@ -54,7 +51,7 @@ class Calibration:
     batch_size: int = 64
 
 
-class RewardModule(GuardedOptimizerStep, L.LightningModule):
+class RewardModule(OfflineStage):
     """Train a sequence classifier (one output) so that r(chosen) > r(rejected).
 
     Loss (ALGORITHMS.md §3): `-logsigmoid(r_c - r_r - margin)`, plus
@@ -88,15 +85,11 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
         seed: int = 0,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
-        super().__init__()
-        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
+        super().__init__(tokenizer, optimizer, scheduler, max_consecutive_bad_steps)
         self.model = disable_dropout(model)
         if getattr(model.config, "use_cache", None):
             # Scoring never decodes: a KV cache filled in every forward only costs time.
             model.config.use_cache = False
-        self.tokenizer = tokenizer
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.center_coef = center_coef
         self.use_margin = use_margin
         self.calibration = calibration
@@ -152,7 +145,9 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
         """After fit: calibrate on the starting policy (stored in the model's config)."""
         if self.calibration is None:
             return None
-        mean, std = calibrate(self.model, self._tokenizer(), self.calibration, seed=self.seed)
+        mean, std = calibrate(
+            self.model, self.require_tokenizer(), self.calibration, seed=self.seed
+        )
         # Stored with the model: ModelReward returns (score - mean) / std.
         self.model.config.reward_calibration = {"mean": mean, "std": std}
         log.info("Reward calibration on the starting policy: mean %.4f, std %.4f", mean, std)
@@ -164,26 +159,10 @@ class RewardModule(GuardedOptimizerStep, L.LightningModule):
         A LoRA export holds no model config, so its calibration goes beside the adapter in
         ``reward_calibration.json`` (read by ``ModelReward`` and ``AdapterReward``).
         """
-        export_model(self.model, self._tokenizer(), out_dir, merge_lora=merge_lora)
+        super().export(out_dir, merge_lora)
         calibration = getattr(self.model.config, "reward_calibration", None)
         if calibration is not None and is_peft_model(self.model):
             atomic_write_text(out_dir / CALIBRATION_FILE, json.dumps(calibration) + "\n")
-
-    def _tokenizer(self) -> PreTrainedTokenizerBase:
-        if self.tokenizer is None:
-            raise ConfigError(
-                "RewardModule needs its tokenizer here: pass tokenizer= when building it."
-            )
-        return self.tokenizer
-
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self.model,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            precision=str(self.trainer.precision),
-        )
 
 
 def calibrate(

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 from torchmetrics import SumMetric
@@ -17,18 +16,16 @@ from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.data import SFTDataModule
 from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
-from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.functional import sft_loss
 from rlhf_lightning.functional import unigram_perplexity as unigram_baseline
-from rlhf_lightning.models import export_model
-from rlhf_lightning.modules.guards import GuardedOptimizerStep, NonFiniteGuard
-from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory, configure_optimizers
+from rlhf_lightning.modules.offline import OfflineStage
+from rlhf_lightning.modules.optim import OptimizerFactory, SchedulerFactory
 from rlhf_lightning.rollout import sample_completions
 
 log = logging.getLogger(__name__)
 
 
-class SFTModule(GuardedOptimizerStep, L.LightningModule):
+class SFTModule(OfflineStage):
     """Causal-LM fine-tuning with automatic optimisation.
 
     Args:
@@ -65,12 +62,8 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         seed: int = 0,
         max_consecutive_bad_steps: int = 10,
     ) -> None:
-        super().__init__()
-        self.guard = NonFiniteGuard(max_consecutive_bad_steps)
+        super().__init__(tokenizer, optimizer, scheduler, max_consecutive_bad_steps)
         self.model = model
-        self.tokenizer = tokenizer
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.unigram_perplexity = unigram_perplexity
         self._baseline_known = unigram_perplexity is not None
         self.sample_prompts = None if sample_prompts is None else list(sample_prompts)
@@ -182,23 +175,6 @@ class SFTModule(GuardedOptimizerStep, L.LightningModule):
         for row in rows:
             print(f"  [{row['prompt']}]{row['completion']}")
         return rows
-
-    def export(self, out_dir: Path, merge_lora: bool = False) -> None:
-        """The trained model and its tokenizer as a Hugging Face directory."""
-        if self.tokenizer is None:
-            raise ConfigError(
-                "SFTModule.export needs the tokenizer: pass tokenizer= when building it."
-            )
-        export_model(self.model, self.tokenizer, out_dir, merge_lora=merge_lora)
-
-    def configure_optimizers(self):
-        return configure_optimizers(
-            self.model,
-            self.optimizer_factory,
-            self.scheduler_factory,
-            self.trainer.estimated_stepping_batches,
-            precision=str(self.trainer.precision),
-        )
 
     def _log_throughput(self, batch: dict[str, torch.Tensor]) -> None:
         # Wall time between consecutive steps covers forward, backward and optimizer step.

@@ -117,14 +117,14 @@ class OnlineDPOModule(OnlineRLModule):
         with self.phase("rollout"):  # 1. the policy answers each prompt twice
             rollout = self.collect_rollout(prompts)
         with self.phase("scoring"):  # 2. the reward source scores every answer
-            scores = self.reward(rollout.prompts, rollout.completions, **columns)
+            scores = self.score(rollout.prompts, rollout.completions, **columns)
         if not self.scores_are_finite(scores):  # 3. a NaN score drops the iteration
             return
         with self.phase("optimising"):  # 4. rank each pair, DPO loss, one optimizer step
             stats, sequence_kl = self.pair_update(rollout, scores)
         self.rollout_backend.sync(self.policy, self.iteration + 1)  # 5. the sampler catches up
         mean_kl = gather_rows(sequence_kl)[0].mean()
-        self._log_iteration(rollout, scores, [stats], mean_kl, time.perf_counter() - start)
+        self._log_iteration(rollout, None, scores, [stats], mean_kl, time.perf_counter() - start)
         self._record_samples(rollout, scores, sequence_kl)
         self._finish_iteration()
 
@@ -138,7 +138,7 @@ class OnlineDPOModule(OnlineRLModule):
         """
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
         targets = rollout.response_mask
-        scores = self.core.shape_scores(scores.to(ids.device), rollout.contains_stop)
+        scores = self.core.shaper(scores.to(ids.device), rollout.contains_stop, targets.sum(1))
         policy = completion_logps(self.policy, ids, mask, targets, ctx)  # (2P,) sums
         with torch.no_grad():
             reference = completion_logps(self.reference, ids, mask, targets, ctx)

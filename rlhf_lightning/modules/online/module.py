@@ -288,7 +288,7 @@ class OnlineRLModule(EnvironmentSteps, HeldOutEvaluation, L.LightningModule):
     def _log_iteration(
         self,
         rollout: RolloutBatch,
-        experience: Experience,
+        experience: Experience | None,
         scores: torch.Tensor,
         stats: list[dict[str, torch.Tensor]],
         mean_kl: torch.Tensor,
@@ -298,7 +298,8 @@ class OnlineRLModule(EnvironmentSteps, HeldOutEvaluation, L.LightningModule):
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
         metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
         metrics |= self.env_metrics()
-        if self.algorithm.dynamic_sampling:  # groups the loss left out, over the whole batch
+        if experience is not None and self.algorithm.dynamic_sampling:
+            # Groups the loss left out, over the whole batch.
             dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
             metrics["rollout/dropped_groups"] = dropped.float().cpu()
         metrics["train/skipped_steps"] = float(self.guard.skipped)

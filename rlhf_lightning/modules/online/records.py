@@ -59,7 +59,12 @@ def extra_metrics(
     experience: Any, scores: Tensor, reward: RewardSource, phase_seconds: dict[str, float]
 ) -> dict[str, Tensor | float]:
     """What an iteration logs beyond `iteration_metrics`: the reward's spread over every rank,
-    each mixed source's rewards, the sampler-trainer log-prob gap, where the time went."""
+    each mixed source's rewards, the sampler-trainer log-prob gap, where the time went.
+
+    Args:
+        experience: the iteration's ``Experience``; None for a stage that builds none (online
+            DPO), which then logs no log-prob gap.
+    """
     metrics: dict[str, Tensor | float] = {}
     if rank_and_world()[1] > 1 and scores.numel() > 0:
         # Means of equal-sized shares average exactly across ranks (sync_dist); the spread
@@ -68,7 +73,9 @@ def extra_metrics(
     # A weighted mix keeps each source's unweighted rewards: one curve per component.
     for name, values in getattr(reward, "last_components", {}).items():
         metrics[f"rollout/reward/{name}"] = values.float().mean()
-    if experience.sampler_logprobs is not None:  # an engine sampled: how far from the trainer
+    if (
+        experience is not None and experience.sampler_logprobs is not None
+    ):  # an engine sampled: how far from the trainer
         metrics["rollout/logprob_gap"] = logprob_gap(
             experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
         )
