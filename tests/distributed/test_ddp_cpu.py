@@ -68,6 +68,13 @@ CASES = {
         ["experiment=grpo_smoke", *_RL, "stage.algorithm.num_minibatches=1"],
         8,
     ),
+    # Multi-turn episodes: each rank plays its rows turn by turn, the held-out games are
+    # shared out and their success counts summed.
+    "grpo, multi-turn environment": (
+        "grpo",
+        ["experiment=guess_number_smoke", *_RL, "stage.algorithm.num_minibatches=1"],
+        8,
+    ),
     "rloo": (
         "rloo",
         # seed 1: with seed 0 (since rollouts follow the run seed) both runs sample the same
@@ -111,7 +118,7 @@ def _logged(run_dir: Path) -> dict[tuple[int, str], float]:
     with (run_dir / "metrics.csv").open() as f:
         for row in csv.DictReader(f):
             for name, value in row.items():
-                keep = name.startswith(("val/", "rollout/reward_mean", "rollout/kl"))
+                keep = name.startswith(("val/", "rollout/reward_mean", "rollout/kl", "eval/"))
                 if value and keep:
                     values[(int(row["step"]), name)] = float(value)
     return values
