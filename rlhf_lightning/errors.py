@@ -31,6 +31,13 @@ class RolloutError(RLHFError):
     """
 
 
+class EnvError(RLHFError):
+    """An environment (``env=``) cannot be built or reached, or answered something unusable.
+
+    The message names the environment, what it returned or what failed, and the fix.
+    """
+
+
 class NumericalError(RLHFError):
     """Losses, gradients or weights stopped being finite and the run cannot go on."""
 

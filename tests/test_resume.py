@@ -69,6 +69,13 @@ CASES = {
         4,
     ),
     "rloo": ("rloo", ["experiment=rloo_smoke", *_RL, "data.num_prompts=24"], 4),
+    # Multi-turn episodes in an environment (3 prompt batches per epoch), with a held-out
+    # evaluation at the interruption point.
+    "grpo, multi-turn environment": (
+        "grpo",
+        ["experiment=guess_number_smoke", *_RL, "data.num_prompts=12", "stage.env_eval.every=2"],
+        4,
+    ),
     # Verifiable-reward settings: held-out evaluation every iteration (greedy and sampled),
     # the overlong and length terms, dynamic sampling (a toy reward, so groups differ).
     "grpo_rlvr": (

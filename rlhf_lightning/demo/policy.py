@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +32,25 @@ def demo_run_dir(stage: str) -> Path:
     return cache_dir() / f"demo-{stage}-{_VERSION}"
 
 
+def ensure_model_from_stage(
+    name: str,
+    stage: str,
+    duration: str,
+    overrides: Callable[[], list[str]],
+    dataset: Callable[[], Any] | None = None,
+) -> Path:
+    """A built-in model made by running `stage` (cached as ``demo-<name>``, built on first use).
+
+    Args:
+        name: The cache entry's name.
+        stage: The stage that makes it.
+        duration: How long the build takes, for the log.
+        overrides: The stage's overrides (a function: models it starts from are built first).
+        dataset: Makes the in-memory dataset the stage trains on; None: the stage's own data.
+    """
+    return _ensure_demo_model(stage, duration, overrides, name=name, dataset=dataset)
+
+
 def ensure_demo_sft_model() -> Path:
     """The directory of the demo SFT model (`save_pretrained` format), building it if needed."""
     return _ensure_demo_model(
@@ -48,8 +68,14 @@ def ensure_demo_reward_model() -> Path:
     return _ensure_demo_model("reward", "about 2 minutes after the SFT policy", links)
 
 
-def _ensure_demo_model(stage: str, duration: str, links: Callable[[], list[str]]) -> Path:
-    run_dir = demo_run_dir(stage)
+def _ensure_demo_model(
+    stage: str,
+    duration: str,
+    links: Callable[[], list[str]],
+    name: str | None = None,
+    dataset: Callable[[], Any] | None = None,
+) -> Path:
+    run_dir = demo_run_dir(name or stage)
     model_dir = run_dir / "model"
 
     def build() -> None:
@@ -57,19 +83,20 @@ def _ensure_demo_model(stage: str, duration: str, links: Callable[[], list[str]]
         log.warning(
             "The demo %s model is not cached yet: training it now on the embedded default "
             "(first use only, %s on 2 CPU cores) -> %s",
-            stage,
+            name or stage,
             duration,
             run_dir,
         )
         # The cache only ever holds a finished build: it is trained beside and renamed.
         with atomic_directory(run_dir) as building, _preserved_rng():
             overrides = ["trainer.enable_progress_bar=false", *overrides]
-            run(compose_stage(stage, overrides, run_dir=building))
+            data = dataset() if dataset is not None else None
+            run(compose_stage(stage, overrides, run_dir=building), dataset=data)
             summary_path = building / "metrics.json"
             summary = json.loads(summary_path.read_text())
             summary["run_dir"] = str(run_dir)
             summary_path.write_text(json.dumps(summary, indent=2) + "\n")
-        log.info("Demo %s model cached at %s", stage, model_dir)
+        log.info("Demo %s model cached at %s", name or stage, model_dir)
 
     ensure_entry(run_dir, lambda: model_problem(model_dir), build)
     return model_dir

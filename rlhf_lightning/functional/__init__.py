@@ -90,7 +90,12 @@ from rlhf_lightning.functional.preference import (
     rank_pairs,
     simpo_loss,
 )
-from rlhf_lightning.functional.rewards import TokenRewards, last_token_index, ppo_token_rewards
+from rlhf_lightning.functional.rewards import (
+    TokenRewards,
+    last_token_index,
+    place_turn_rewards,
+    ppo_token_rewards,
+)
 from rlhf_lightning.functional.shaping import (
     expand_group_mask,
     informative_groups,
@@ -160,6 +165,7 @@ __all__ = [
     "pairwise_loss",
     "pass_at_k",
     "position_ids_from_mask",
+    "place_turn_rewards",
     "ppo_token_rewards",
     "ppo_value_loss",
     "reinforce_pp_advantages",

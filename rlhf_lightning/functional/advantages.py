@@ -15,9 +15,13 @@ def gae(
     """Generalised advantage estimation (Schulman et al. 2016, arXiv:1506.02438).
 
     ``delta_t = r_t + γ·V_{t+1} - V_t``; ``A_t = delta_t + γλ·A_{t+1}``; ``returns = A + V``
-    (ALGORITHMS.md §1.2 step 5). Rewards and values outside the mask count as 0 (TRL
-    ``values *= mask; rewards *= mask``) and the value after the last position is 0, so a
-    response ends the episode. Vectorised over the batch; the loop runs backwards over time.
+    (ALGORITHMS.md §1.2 step 5). The value after the last masked position is 0, so a response
+    ends the episode. Positions outside the mask are not time steps at all: the recursion
+    passes over them, so ``V_{t+1}`` is the value of the next *masked* position. For a mask
+    that is True up to the end of each response this is TRL's ``values *= mask; rewards *=
+    mask``; for a multi-turn trajectory, whose environment tokens interleave the policy's
+    (mask False there: not decisions of the policy), it is GAE over the policy's tokens alone,
+    as if they were compacted side by side. Vectorised over the batch; the loop runs backwards.
 
     Args:
         rewards: Per-token rewards. Shape (B, A).
@@ -45,12 +49,12 @@ def gae(
     reversed_advantages = []
     for t in reversed(range(length)):
         delta = rewards[:, t] + gamma * next_value - values[:, t]
-        last_advantage = delta + gamma * lam * last_advantage
-        reversed_advantages.append(last_advantage)
-        next_value = values[:, t]
-    advantages = torch.stack(reversed_advantages[::-1], dim=1)
-    # Left-padding positions just before the mask pick up γ·V_start; zero them for clean outputs.
-    advantages = torch.where(mask, advantages, 0.0)
+        advantage = delta + gamma * lam * last_advantage
+        reversed_advantages.append(advantage)
+        # An unmasked position is skipped: the next masked one sees the state after it.
+        last_advantage = torch.where(mask[:, t], advantage, last_advantage)
+        next_value = torch.where(mask[:, t], values[:, t], next_value)
+    advantages = torch.where(mask, torch.stack(reversed_advantages[::-1], dim=1), 0.0)
     return advantages, advantages + values
 
 

@@ -135,7 +135,8 @@ def reinforce_pp_advantages(inputs: AdvantageInputs, gamma: float = 1.0) -> Adva
     the whole batch instead of by a critic or a per-prompt baseline.
 
     ``G_t = Σ_{s >= t} γ^{s-t} r_s`` over the per-token rewards (the KL penalty on every token,
-    the score on the last), then ``A = (G - mean) / std`` over every real token of the batch.
+    the score on the last; s counts masked tokens only), then ``A = (G - mean) / std`` over
+    every real token of the batch.
     With ``group_size > 1`` this is "REINFORCE++-baseline" only if the group mean is removed
     first; here the batch is the baseline, as in the paper's main variant.
 
@@ -150,6 +151,8 @@ def reinforce_pp_advantages(inputs: AdvantageInputs, gamma: float = 1.0) -> Adva
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
+        # Positions outside the mask (a multi-turn trajectory's environment tokens) are not
+        # time steps: the discount counts the policy's tokens only.
+        running = torch.where(inputs.mask[:, t], rewards[:, t] + gamma * running, running)
         returns[:, t] = running
     return Advantages(masked_whiten(returns, inputs.mask), None)

@@ -69,3 +69,33 @@ def ppo_token_rewards(
     last = last_token_index(response_mask)
     rewards = rewards.scatter_add(1, last[:, None], scores[:, None].to(rewards.dtype))
     return TokenRewards(rewards=rewards, kl=kl)
+
+
+def place_turn_rewards(token_rewards: Tensor, turn_rewards: Tensor, mask: Tensor) -> Tensor:
+    """Move a multi-turn trajectory's rewards from its last token to the turns that earned them.
+
+    A KL placement puts each trajectory's whole score on its last masked token. An environment
+    rewards each assistant turn (``turn_rewards``: the reward of turn k on the last token of
+    turn k); this takes the sum of those turn rewards off the last token and puts each one back
+    where it was earned. Whatever else the last token held stays: the KL penalty and any part
+    of the score that is not a turn reward (score shaping, a reward source added to the
+    environment's). The sum of each row is unchanged, so sequence-level estimators see the
+    same totals; per-token estimators (GAE, REINFORCE++) see when each reward came.
+
+    Args:
+        token_rewards: Per-token rewards with the score on the last masked token. Shape (B, A).
+        turn_rewards: Each turn's reward on its last token, 0 elsewhere. Shape (B, A).
+        mask: Bool, True = a token the policy chose. Shape (B, A).
+
+    Returns:
+        Per-token rewards, 0 outside the mask. Shape (B, A).
+
+    Example:
+        mask ``[T, T, F, T]``, token rewards ``[0, 0, 0, 1.5]`` (score 1.5 on the last token),
+        turn rewards ``[0, 0.5, 0, 1.0]`` -> ``[0, 0.5, 0, 1.0]``: the 0.5 of the first turn
+        moves to its last token, the 1.0 stays.
+    """
+    turn_rewards = torch.where(mask, turn_rewards.to(token_rewards.dtype), 0.0)
+    last = last_token_index(mask)
+    moved = token_rewards.scatter_add(1, last[:, None], -turn_rewards.sum(1, keepdim=True))
+    return torch.where(mask, moved + turn_rewards, 0.0)

@@ -35,18 +35,21 @@ class RolloutBackend(Protocol):
         seed: int,
         row_keys: Tensor,
         record_values: bool = False,
+        query_ids: list[list[int]] | None = None,
     ) -> RolloutBatch:
         """One response per prompt (prompts already repeated for groups).
 
         Args:
             policy: The trainer's policy (a causal LM, or a value-head wrapper around one).
             tokenizer: The policy's tokenizer.
-            prompts: B prompt strings.
+            prompts: B prompt strings (ignored when ``query_ids`` is given).
             sampling: The stage's sampling settings.
             seed: This rollout's seed (a function of the run seed and the iteration).
             row_keys: Each row's index in the global batch, so a row's sample does not depend
                 on how the batch is split across processes. Shape (B,).
             record_values: Also record the policy's value head at every response position.
+            query_ids: B rows of token ids to continue exactly as given, never re-tokenised
+                (a multi-turn conversation so far); None encodes ``prompts``.
         """
         ...
 
@@ -90,6 +93,7 @@ class HFBackend:
         seed: int,
         row_keys: Tensor,
         record_values: bool = False,
+        query_ids: list[list[int]] | None = None,
     ) -> RolloutBatch:
         model = policy
         if self.own_copy:
@@ -99,7 +103,8 @@ class HFBackend:
         rollout = generate_rollout(
             model,
             tokenizer,
-            prompts=prompts,
+            prompts=None if query_ids is not None else prompts,
+            query_ids=query_ids,
             config=sampling,
             generator_seed=seed,
             row_keys=row_keys,

@@ -46,6 +46,12 @@ class RolloutBatch:
             Shape (B, A), fp32.
         policy_version: The version of the policy that sampled the rollout (optimisation phases
             before it), when the backend keeps its own copy of the weights; None otherwise.
+        action_mask: Multi-turn rollouts (``rlhf_lightning.envs``): True at the tokens the
+            policy sampled, False at the environment's and tools' messages between its turns
+            (which ``response_mask`` covers too, so attention sees them). None: every response
+            token was sampled. Shape (B, A), bool.
+        turn_rewards: Multi-turn rollouts: each turn's environment reward on the last token of
+            that turn, 0 elsewhere. Shape (B, A), fp32.
     """
 
     query_ids: Tensor
@@ -59,11 +65,14 @@ class RolloutBatch:
     policy_logprobs: Tensor | None = None
     policy_values: Tensor | None = None
     policy_version: int | None = None
+    action_mask: Tensor | None = None
+    turn_rewards: Tensor | None = None
 
     def __post_init__(self) -> None:
         batch, _ = self.query_ids.shape
-        for name in ("query_mask", "response_mask", "contains_stop"):
-            if getattr(self, name).dtype != torch.bool:
+        for name in ("query_mask", "response_mask", "contains_stop", "action_mask"):
+            value = getattr(self, name)
+            if value is not None and value.dtype != torch.bool:
                 raise TypeError(f"RolloutBatch.{name} must be bool (True = real token)")
         if self.query_mask.shape != self.query_ids.shape:
             raise ValueError("RolloutBatch: query_mask and query_ids differ in shape")
@@ -71,7 +80,7 @@ class RolloutBatch:
             batch
         ):
             raise ValueError("RolloutBatch: response_ids/response_mask must both be (B, A)")
-        for name in ("logprobs", "policy_logprobs", "policy_values"):
+        for name in ("logprobs", "policy_logprobs", "policy_values", "action_mask", "turn_rewards"):
             value = getattr(self, name)
             if value is not None and value.shape != self.response_ids.shape:
                 raise ValueError(f"RolloutBatch: {name} must have the shape of response_ids")
@@ -90,6 +99,12 @@ class RolloutBatch:
     def attention_mask(self) -> Tensor:
         """True at real query and response tokens. Shape (B, T), bool."""
         return torch.cat([self.query_mask, self.response_mask], dim=1)
+
+    @property
+    def policy_token_mask(self) -> Tensor:
+        """True at the response tokens the policy sampled (what is trained): ``action_mask``,
+        or ``response_mask`` when there is none. Shape (B, A), bool."""
+        return self.response_mask if self.action_mask is None else self.action_mask
 
     @property
     def context_length(self) -> int:

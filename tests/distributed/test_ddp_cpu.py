@@ -74,6 +74,13 @@ CASES = {
         ["experiment=grpo_smoke", *_RL, "stage.algorithm.num_minibatches=1", "stage.packing=false"],
         8,
     ),
+    # Multi-turn episodes: each rank plays its rows turn by turn, the held-out games are
+    # shared out and their success counts summed.
+    "grpo, multi-turn environment": (
+        "grpo",
+        ["experiment=guess_number_smoke", *_RL, "stage.algorithm.num_minibatches=1"],
+        8,
+    ),
     "rloo": (
         "rloo",
         # seed 1: with seed 0 (since rollouts follow the run seed) both runs sample the same
@@ -117,13 +124,22 @@ def _logged(run_dir: Path) -> dict[tuple[int, str], float]:
     with (run_dir / "metrics.csv").open() as f:
         for row in csv.DictReader(f):
             for name, value in row.items():
-                keep = name.startswith(("val/", "rollout/reward_mean", "rollout/kl"))
+                keep = name.startswith(("val/", "rollout/reward_mean", "rollout/kl", "eval/"))
                 if value and keep:
                     values[(int(row["step"]), name)] = float(value)
     return values
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# Cases whose data-parallel path another default case already takes (ORPO and SimPO: DPO's
+# pair batches without a reference; RLOO: GRPO's groups; reward: the pair batches): run with
+# `-m slow`, keeping the default test run near its time budget.
+SLOW_CASES = {"reward", "orpo", "simpo", "rloo"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in CASES],
+)
 def test_two_processes_match_one_process_with_the_same_global_batch(name, tmp_path):
     stage, overrides, batch = CASES[name]
     batch_key = "data.batch_size"

@@ -89,6 +89,23 @@ def test_gae_matches_naive_loop_with_garbage_in_padding():
     assert (ret[~mask] == 0).all()
 
 
+def test_gae_skips_positions_outside_the_mask():
+    # A two-turn trajectory: policy tokens at 0, 1 and 4; 2, 3 are an environment message.
+    # gamma 0.9, lam 0.5, values [.2, .4, _, _, .6], rewards [0, .5, _, _, 1] over the policy's
+    # tokens alone, compacted to 3 steps (the environment's values/rewards are ignored):
+    # t=4: delta = 1 - .6 = .4, A = .4
+    # t=1: delta = .5 + .9 * .6 - .4 = .64, A = .64 + .45 * .4 = .82
+    # t=0: delta = 0 + .9 * .4 - .2 = .16, A = .16 + .45 * .82 = .529
+    mask = torch.tensor([[True, True, False, False, True]])
+    rewards = torch.tensor([[0.0, 0.5, 9.0, 9.0, 1.0]])
+    values = torch.tensor([[0.2, 0.4, 7.0, 7.0, 0.6]])
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    close(adv, [[0.529, 0.82, 0.0, 0.0, 0.4]])
+    close(ret, [[0.729, 1.22, 0.0, 0.0, 1.0]])
+    compact, _ = gae(rewards[:, [0, 1, 4]], values[:, [0, 1, 4]], mask[:, [0, 1, 4]], 0.9, 0.5)
+    close(adv[:, [0, 1, 4]], compact.tolist())
+
+
 def test_gae_rejects_bad_inputs():
     with pytest.raises(TypeError, match="bool"):
         gae(torch.zeros(1, 3), torch.zeros(1, 3), torch.ones(1, 3), 1.0, 0.95)

@@ -126,3 +126,13 @@ def test_score_only_puts_each_score_on_its_last_real_token():
     mask = t([True, True, False], [True, False, False])
     out = score_only(t(3.0, -1.0), mask)
     torch.testing.assert_close(out.token_rewards, t([0.0, 3.0, 0.0], [-1.0, 0.0, 0.0]))
+
+
+def test_reinforce_pp_discounts_over_the_masked_tokens_only():
+    # gamma 0.5, rewards [1, _, 0, 4] with position 1 an environment token: the same returns
+    # as [1, 0, 4] compacted, [2, 2, 4] (the test above), whitened over the three tokens.
+    mask = t([True, False, True, True])
+    out = reinforce_pp_advantages(inputs(token=t([1.0, 9.0, 0.0, 4.0]), mask=mask), gamma=0.5)
+    scale = 1 / math.sqrt(4 / 3)
+    expected = t([-2 / 3 * scale, 0.0, -2 / 3 * scale, 4 / 3 * scale])
+    torch.testing.assert_close(out.advantages, expected)

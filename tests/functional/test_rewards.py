@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_lightning.functional import gae, last_token_index, masked_whiten, ppo_token_rewards
+from rlhf_lightning.functional import (
+    gae,
+    last_token_index,
+    masked_whiten,
+    place_turn_rewards,
+    ppo_token_rewards,
+)
 
 LOGP = torch.tensor([[-1.0, -2.0, -0.5]])
 REF = torch.tensor([[-1.2, -1.5, -0.5]])
@@ -82,3 +88,23 @@ def test_a_precomputed_full_kl_replaces_the_estimator():
     torch.testing.assert_close(
         out.rewards, torch.tensor([[1.0 - 0.2 * 0.08512283]]), atol=1e-6, rtol=0
     )
+
+
+def test_turn_rewards_move_to_the_turns_that_earned_them():
+    # Turn 1 = tokens 0-1 (reward .5 on token 1), an environment token at 2, turn 2 = token 3
+    # (reward 1). The KL placement put -.1 KL on every policy token and the shaped score 1.3
+    # (1.5 of turn rewards, -.2 of a missing-stop penalty) on the last one.
+    mask = torch.tensor([[True, True, False, True]])
+    token = torch.tensor([[-0.1, -0.1, 0.0, -0.1 + 1.3]])
+    turns = torch.tensor([[0.0, 0.5, 0.0, 1.0]])
+    placed = place_turn_rewards(token, turns, mask)
+    # The last token keeps -.1 + (1.3 - 1.5) + 1.0 = .7; token 1 gains .5.
+    torch.testing.assert_close(placed, torch.tensor([[-0.1, 0.4, 0.0, 0.7]]))
+    torch.testing.assert_close(placed.sum(1), token.sum(1))
+
+
+def test_turn_rewards_on_the_last_token_change_nothing():
+    mask = torch.tensor([[True, True, True, False]])
+    token = torch.tensor([[0.0, 0.0, 2.0, 0.0]])
+    turns = torch.tensor([[0.0, 0.0, 2.0, 0.0]])
+    torch.testing.assert_close(place_turn_rewards(token, turns, mask), token)

@@ -87,7 +87,7 @@ def test_lora_sft_run_writes_full_cards_and_samples_from_its_data(tmp_path):
     assert "randomly initialised weights (gpt2" in text and "in-memory `datasets.Dataset`" in text
     assert "| `model.lora.r` | `4` |" in text and "| `trainer.max_steps` | `2` |" in text
     assert f"| `val/loss` | {result.metrics['val/loss']:.4g} |" in text
-    assert "python -m rlhf_lightning stage=sft model=tiny +data.columns.prompt=question" in text
+    assert "python -m rlhf_lightning stage=sft model=tiny data.columns.prompt=question" in text
     merged = (result.model_dir / "merged" / "README.md").read_text()
     assert "library_name: transformers" in merged and "merged into these full weights" in merged
     # the samples after training answer the data's own prompts, not the demo's openings

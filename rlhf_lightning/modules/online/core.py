@@ -33,6 +33,7 @@ from rlhf_lightning.functional import (
     explained_variance,
     full_kl,
     masked_mean_or,
+    place_turn_rewards,
     ppo_value_loss,
     sequence_kl,
     truncated_importance_weights,
@@ -49,7 +50,7 @@ class Experience(NamedTuple):
     input_ids: Tensor
     attention_mask: Tensor
     context_length: int
-    response_mask: Tensor
+    response_mask: Tensor  # the tokens the policy sampled (a multi-turn rollout's action mask)
     loss_mask: Tensor  # the response mask, minus never-stopped responses with mask_truncated
     # and rows of uninformative groups with dynamic_sampling
     kept: Tensor  # (B,) False on rows dynamic sampling dropped
@@ -135,7 +136,9 @@ class OnlineRLCore:
         algo = self.algorithm
         ids, mask, ctx = rollout.input_ids, rollout.attention_mask, rollout.context_length
         self._check_packing(ids, mask, ctx)
-        response_mask = rollout.response_mask
+        # The tokens the policy sampled: a multi-turn rollout's environment messages are
+        # attended to but are no decisions (no loss, no KL, no value).
+        response_mask = rollout.policy_token_mask
         scores = self.shaper(scores.to(ids.device), rollout.contains_stop, response_mask.sum(1))
         logits = None
         if self._can_reuse_sampling_logprobs(rollout):
@@ -161,8 +164,12 @@ class OnlineRLCore:
                 full = full_kl(logits.float() / t, ref.logits.float() / t)  # type: ignore[union-attr]
         kl_coef = self.kl_controller.value
         rewards = algo.kl.rewards(scores, old_logprobs, ref_logprobs, response_mask, kl_coef, full)
+        token_rewards = rewards.token_rewards
+        if rollout.turn_rewards is not None:  # each turn's reward on the turn that earned it
+            turn_rewards = rollout.turn_rewards.to(ids.device)
+            token_rewards = place_turn_rewards(token_rewards, turn_rewards, response_mask)
         inputs = AdvantageInputs(
-            rewards.sequence_rewards, rewards.token_rewards, values, response_mask, algo.group_size
+            rewards.sequence_rewards, token_rewards, values, response_mask, algo.group_size
         )
         advantages = over_global_rows(algo.advantage, inputs)
         loss_mask = response_mask

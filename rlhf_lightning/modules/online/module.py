@@ -22,6 +22,8 @@ from transformers import PreTrainedTokenizerBase
 from rlhf_lightning.data.prompts import PromptDataModule
 from rlhf_lightning.deadline import checked_timeout
 from rlhf_lightning.distributed import all_reduce_sum, rank_and_world
+from rlhf_lightning.envs import Environment, TurnLimits
+from rlhf_lightning.envs.evaluation import EnvEvaluator
 from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.models import (
     build_reference,
@@ -40,6 +42,7 @@ from rlhf_lightning.modules.online.ahead import RolloutsAhead
 from rlhf_lightning.modules.online.algorithm import RLAlgorithm
 from rlhf_lightning.modules.online.core import Experience, OnlineRLCore
 from rlhf_lightning.modules.online.critic import Critic, with_critic
+from rlhf_lightning.modules.online.environment import EnvironmentSteps, rows_of
 from rlhf_lightning.modules.online.evaluation_hooks import HeldOutEvaluation
 from rlhf_lightning.modules.online.records import (
     append_rows,
@@ -56,7 +59,7 @@ from rlhf_lightning.rollout import HFBackend, RolloutBackend, RolloutBatch, Samp
 log = logging.getLogger(__name__)
 
 
-class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
+class OnlineRLModule(EnvironmentSteps, HeldOutEvaluation, L.LightningModule):
     """Online RL on prompts: one iteration (rollout, scoring, updates) per training step.
 
     Args:
@@ -64,7 +67,8 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
             since the rollout and every training forward must compute the same function.
         tokenizer: its tokenizer.
         algorithm: the composed algorithm (advantage, policy loss, aggregation, KL placement).
-        reward: any reward source; extra prompt columns reach it as keyword arguments.
+        reward: any reward source; extra prompt columns reach it as keyword arguments. With
+            an environment it may be None (the environment's rewards alone) or is added to them.
         reward_timeout_s: seconds per scoring call (``score_within``); None: unbounded.
         sampling: how responses are sampled (its temperature is used for every log-prob).
         optimizer / scheduler: factories (Hydra ``_partial_``); the schedule steps per
@@ -87,6 +91,10 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         packing: training, old-log-prob, reference and critic forwards run padding-free
             (sequences packed into rows; same numbers as padded, see ``OnlineRLCore``).
         seed: the run's seed; rollouts sample from (seed, iteration).
+        env: an environment (``env=``): each rollout is a multi-turn episode per prompt row
+            (``modules/online/environment.py``); None: one response per prompt.
+        turns: the limits of an episode (turns, tokens) and what a rewriting template does.
+        env_eval: held-out evaluation in the environment (``eval/success_rate``).
     """
 
     model_head = "causal_lm"
@@ -97,7 +105,7 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         model: nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         algorithm: RLAlgorithm,
-        reward: RewardSource,
+        reward: RewardSource | None,
         sampling: SamplingConfig,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
@@ -116,6 +124,9 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         packing: bool = True,
         seed: int = 0,
         reward_timeout_s: float | None = 300.0,
+        env: Environment | None = None,
+        turns: TurnLimits | None = None,
+        env_eval: EnvEvaluator | None = None,
     ) -> None:
         super().__init__()
         self.reward_timeout_s = checked_timeout(reward_timeout_s, "stage.reward_timeout_s")
@@ -143,6 +154,7 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
                 "rollout=hf stage.rollout.own_copy=true (a second copy of the weights)."
             )
         self.ahead = RolloutsAhead(max_staleness, self._rollout_for_iteration)
+        self.setup_environment(env, turns, env_eval, max_staleness)
         self.samples_path = Path(samples_path) if samples_path is not None else None
         self.sample_every = sample_every
         self.compare_prompts = compare_prompts
@@ -164,9 +176,9 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         start = time.perf_counter()
         prompts, columns = self.expand_groups(batch)
         with self.phase("rollout"):  # 1. the policy answers each prompt (group_size times)
-            rollout = self.ahead.take(self.iteration) or self.collect_rollout(prompts)
-        with self.phase("scoring"):  # 2. the reward source scores every answer
-            scores = self.score(rollout.prompts, rollout.completions, **columns)
+            rollout = self.ahead.take(self.iteration) or self.collect_rollout(prompts, columns)
+        with self.phase("scoring"):  # 2. the reward source (or the environment) scores them
+            scores = self.score_rollout(rollout, columns)
         if not self.scores_are_finite(scores):  # 3. a NaN reward drops the iteration
             return
         with self.phase("experience"):  # 4. log-probs, values, KL-shaped rewards, advantages
@@ -193,6 +205,7 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         if self.trainer.should_stop:
             return -1
         super().on_train_batch_start(batch, batch_idx)  # the held-out evaluation when due
+        self.evaluate_in_env_if_due()  # held-out games (stage.env_eval)
         return None
 
     def expand_groups(self, batch: dict[str, Any]) -> tuple[list[str], dict[str, list]]:
@@ -204,23 +217,25 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         }
         return prompts, columns
 
-    def collect_rollout(self, prompts: list[str], iteration: int | None = None) -> RolloutBatch:
-        """Sample one response per prompt; the seed follows the iteration so resume is exact."""
+    def collect_rollout(
+        self, prompts: list[str], columns: dict | None = None, iteration: int | None = None
+    ) -> RolloutBatch:
+        """Sample one response per prompt, or with an environment play one episode per prompt
+        row (its columns too); the seed follows the iteration so resume is exact."""
+        seed = self.rollout_seed(self.iteration if iteration is None else iteration)
+        keys = self.rollout_row_keys(len(prompts))
+        if self.env is not None:
+            return self.play(rows_of(prompts, columns or {}), seed, keys)
         rollout = self.rollout_backend.generate(
-            self.policy,
-            self.tokenizer,
-            prompts,
-            self.sampling,
-            seed=self.rollout_seed(self.iteration if iteration is None else iteration),
-            row_keys=self.rollout_row_keys(len(prompts)),
+            self.policy, self.tokenizer, prompts, self.sampling, seed=seed, row_keys=keys,
             record_values=self.core.records_values_while_sampling,
-        )
+        )  # fmt: skip
         return rollout.to(self.device)
 
     def _rollout_for_iteration(self, iteration: int) -> RolloutBatch:
         """A later iteration's rollout: the prompts its batch will hold (`batch_at`)."""
         prompts, _ = self.expand_groups(self.trainer.datamodule.batch_at(iteration))
-        return self.collect_rollout(prompts, iteration)
+        return self.collect_rollout(prompts, iteration=iteration)
 
     def rollout_seed(self, iteration: int) -> int:
         """This iteration's sampling seed: a pure function of (run seed, iteration).
@@ -294,6 +309,7 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         kl_coef = self.core.kl_controller.value
         metrics = iteration_metrics(rollout, scores, stats, mean_kl, kl_coef, elapsed)
         metrics |= extra_metrics(experience, scores, self.reward, self._phase_seconds)
+        metrics |= self.env_metrics()
         if experience is not None and self.algorithm.dynamic_sampling:
             # Groups the loss left out, over the whole batch.
             dropped = all_reduce_sum((~experience.kept).sum()) / self.algorithm.group_size
@@ -310,7 +326,7 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         if self.samples_path is None or self.iteration % self.sample_every:
             return
         if self.trainer.is_global_zero:  # rank 0's rows stand for the batch
-            rows = sample_rows(rollout, scores, sequence_kl)
+            rows = self.add_conversations(sample_rows(rollout, scores, sequence_kl))
             write_samples(self.samples_path, rows, self.iteration, self.global_step, self.loggers)
 
     def _finish_iteration(self) -> None:
@@ -331,10 +347,13 @@ class OnlineRLModule(HeldOutEvaluation, L.LightningModule):
         batch = self.trainer.datamodule.first_batch(self.compare_prompts)
         prompts = list(batch["prompts"])
         columns = {k: v for k, v in batch.items() if k != "prompts"}
-        rows = compare_with_reference(
-            self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
-            self.seed, columns,
-        )  # fmt: skip
+        if self.env is not None:  # both policies play the same games
+            rows = self.compare_episodes(rows_of(prompts, columns), self.seed)
+        else:
+            rows = compare_with_reference(
+                self.policy, self.reference, self.tokenizer, self.score, prompts, self.sampling,
+                self.seed, columns,
+            )  # fmt: skip
         at = {"step": self.iteration, "global_step": self.global_step}
         append_rows(self.samples_path, rows, **at, kind="final_comparison")
         return rows

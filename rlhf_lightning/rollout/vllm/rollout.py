@@ -84,16 +84,18 @@ class VLLMRollout:
         seed: int,
         row_keys: Tensor,
         record_values: bool = False,
+        query_ids: list[list[int]] | None = None,
     ) -> RolloutBatch:
-        """One response per prompt from the engine (``record_values`` is the trainer's job)."""
+        """One response per prompt (or per row of ``query_ids``, sent as they are) from the
+        engine (``record_values`` is the trainer's job)."""
         backend = self.backend or self._start(policy, tokenizer)
         batch = backend.generate(
-            encode_prompts(tokenizer, prompts),
+            encode_prompts(tokenizer, prompts) if query_ids is None else query_ids,
             sampling,
             seed,
             pad_token_id(tokenizer),
             sampling.resolved_stop_ids(tokenizer),
-            prompts,
+            None if query_ids is not None else prompts,
             row_keys=[int(k) for k in row_keys],
         )
         return dataclasses.replace(batch, policy_version=backend.policy_version)
