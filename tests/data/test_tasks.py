@@ -27,12 +27,21 @@ SIZES = {
     "arithmetic": {"train": 4000, "validation": 400},
     "countdown": {"train": 4000, "validation": 400},
     "code_tasks": {"train": 40, "validation": 8},
+    "tool_arithmetic": {"train": 2000, "validation": 200},
+    "guess_number": {"train": 208, "validation": 64},
+    "codebreaker": {"train": 48, "validation": 16},
 }
 COLUMNS = {
     "arithmetic": ["prompt", "answer", "digits", "completion"],
     "countdown": ["prompt", "numbers", "target", "solution", "completion"],
     "code_tasks": ["prompt", "entry_point", "tests", "solution", "completion"],
+    "tool_arithmetic": ["prompt", "answer"],
+    "guess_number": ["prompt", "secret", "high", "max_guesses"],
+    "codebreaker": ["prompt", "code"],
 }
+# What makes two rows the same problem: the prompt, or for the games (one instruction for
+# every game) the hidden state the environment plays from.
+PROBLEM = {"guess_number": ("secret", "high", "max_guesses"), "codebreaker": ("code",)}
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
@@ -42,7 +51,10 @@ def test_splits_sizes_columns_and_no_shared_problem(name):
     assert {split: len(rows) for split, rows in data.items()} == SIZES[name]
     for rows in data.values():
         assert rows.column_names == COLUMNS[name]
-    train, validation = (set(data[s]["prompt"]) for s in ("train", "validation"))
+    key = PROBLEM.get(name, ("prompt",))
+    train, validation = (
+        {tuple(row[k] for k in key) for row in data[s]} for s in ("train", "validation")
+    )
     assert len(train) == SIZES[name]["train"] and len(validation) == SIZES[name]["validation"]
     assert not train & validation
 

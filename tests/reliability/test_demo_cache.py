@@ -34,7 +34,7 @@ _BUILD = textwrap.dedent(
     import rlhf_lightning.demo.policy as policy
     from rlhf_lightning.demo.tokenizer import demo_tokenizer
 
-    def stand_in(cfg):
+    def stand_in(cfg, dataset=None):
         time.sleep(3)
         out = Path(cfg.run_dir)
         config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64)
