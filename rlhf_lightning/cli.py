@@ -30,7 +30,12 @@ _STAGE_SUMMARY = {
     "rloo": "RLOO: k samples per prompt, leave-one-out baseline",
     "reinforce_pp": "REINFORCE++: batch-normalised returns, no critic",
     "gspo": "GSPO: one length-normalised ratio per sequence",
+    "kto": "KTO: desirable / undesirable rows against a frozen reference",
+    "orpo": "ORPO: SFT plus an odds-ratio preference term, no reference",
+    "simpo": "SimPO: length-averaged log-probs with a target margin, no reference",
+    "online_dpo": "online DPO: two sampled answers ranked by a reward source",
     "pipeline": "SFT -> reward model -> PPO in one run directory",
+    "eval": "evaluate a model on held-out problems: accuracy, pass@k, no training",
 }
 # Groups in the order a user meets them; any other group directory follows.
 _GROUP_ORDER = ["model", "data", "trainer", "logger", "callbacks", "reward", "rollout"]
