@@ -63,7 +63,7 @@ def extra_metrics(
 
     Args:
         experience: the iteration's ``Experience``; None for a stage that builds none (online
-            DPO), which then logs no log-prob gap.
+            DPO), which then logs neither the log-prob gap nor the padding fraction.
     """
     metrics: dict[str, Tensor | float] = {}
     if rank_and_world()[1] > 1 and scores.numel() > 0:
@@ -73,16 +73,14 @@ def extra_metrics(
     # A weighted mix keeps each source's unweighted rewards: one curve per component.
     for name, values in getattr(reward, "last_components", {}).items():
         metrics[f"rollout/reward/{name}"] = values.float().mean()
-    if (
-        experience is not None and experience.sampler_logprobs is not None
-    ):  # an engine sampled: how far from the trainer
-        metrics["rollout/logprob_gap"] = logprob_gap(
-            experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
-        )
-    # The share of the padded (B, T) rollout batch that is padding: what a padded training
-    # forward pays for and a packed one (stage.packing) does not.
-    mask = experience.attention_mask
-    metrics["perf/padding_fraction"] = 1.0 - mask.float().mean()
+    if experience is not None:
+        if experience.sampler_logprobs is not None:  # an engine sampled: how far from the trainer
+            metrics["rollout/logprob_gap"] = logprob_gap(
+                experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
+            )
+        # The share of the padded (B, T) rollout batch that is padding: what a padded training
+        # forward pays for and a packed one (stage.packing) does not.
+        metrics["perf/padding_fraction"] = 1.0 - experience.attention_mask.float().mean()
     # Where the iteration's time went: generation vs scoring vs log-probs vs updates vs sync.
     for name, seconds in phase_seconds.items():
         metrics[f"perf/{name}_s"] = seconds
