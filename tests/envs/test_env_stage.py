@@ -73,6 +73,7 @@ def test_rloo_and_ppo_train_on_multi_turn_episodes(stage, tmp_path):
         "stage.turns.max_total_tokens=96",
         "stage.sampling.max_new_tokens=6",
         "stage.env_eval.num_rows=4",
+        "stage.env_eval.repeats=1",
         "data.batch_size=4",
         "data.num_prompts=16",
         "stage.iterations=2",
