@@ -285,7 +285,7 @@ def table(summaries: dict[str, dict], meta: dict) -> str:
             + ").",
         ]
     split_rows = []
-    for stage in ("ppo", "ppo_shared", "ppo_valuehead"):
+    for stage in ("ppo", "ppo_shared", "ppo_valuehead", "online_dpo"):
         summary = summaries.get(stage, {})
         for side, label in (("ours", "this project"), ("trl", "TRL")):
             entry = summary.get("sides", {}).get(side, {})
@@ -305,8 +305,10 @@ def table(summaries: dict[str, dict], meta: dict) -> str:
     if split_rows:
         lines += [
             "",
-            f"PPO time split over the {workload.STAGES['ppo'].steps} timed iterations (medians of "
-            "each phase, so the phases need not add up to the median total exactly):",
+            f"Time split over the timed iterations (PPO {workload.STAGES['ppo'].steps}, online DPO "
+            f"{workload.STAGES['online_dpo'].steps}; medians of each phase, so the phases need not "
+            "add up to the median total exactly; online DPO has no experience phase, its "
+            "reference forward is part of its update):",
             "",
             "| stage | framework | generation | scoring (reward model) | experience (log-probs, "
             "values) | optimisation (PPO epochs) | other | total |",

@@ -149,7 +149,8 @@ def phase_split(metrics_csv: Path, stage: workload.Stage) -> dict[str, float]:
         rows = [r for r in csv.DictReader(f) if r.get("perf/rollout_s")]
     timed = rows[stage.warmup : stage.warmup + stage.steps]
     names = ("rollout", "scoring", "experience", "optimising")
-    return {name: sum(float(r[f"perf/{name}_s"]) for r in timed) for name in names}
+    # online DPO has no experience phase: its reference forward is part of its update
+    return {name: sum(float(r.get(f"perf/{name}_s") or 0.0) for r in timed) for name in names}
 
 
 class LightningTimer:
@@ -202,7 +203,7 @@ def main() -> None:
         cfg.callbacks = {**(cfg.callbacks or {}), "bench_timer": {"_target_": "run_ours.timer"}}
     run(cfg)
     extra = {"overrides": overrides(stage, work) + args.overrides}
-    if stage.name in ("ppo", "ppo_shared", "ppo_valuehead", "grpo", "rloo"):
+    if stage.name in ("ppo", "ppo_shared", "ppo_valuehead", "grpo", "rloo", "online_dpo"):
         extra["phases_s"] = phase_split(run_dir / "metrics.csv", stage)
     if args.keep:
         extra["run_dir"] = str(run_dir)

@@ -218,7 +218,7 @@ def build_online_dpo(stage, work, output_dir, callback, tokenizer):
         loss_type="sigmoid",
         missing_eos_penalty=None,
     )
-    return OnlineDPOTrainer(
+    trainer = OnlineDPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(work / "policy"),
         ref_model=AutoModelForCausalLM.from_pretrained(work / "policy"),
         reward_funcs=[AutoModelForSequenceClassification.from_pretrained(work / "reward")],
@@ -228,6 +228,9 @@ def build_online_dpo(stage, work, output_dir, callback, tokenizer):
         reward_processing_classes=[load_tokenizer(work / "reward")],
         callbacks=[callback],
     )
+    trainer.bench_phases = PPOPhases()
+    trainer.bench_phases.install_online_dpo(trainer)
+    return trainer
 
 
 class PPOPhases:
@@ -265,6 +268,27 @@ class PPOPhases:
         wrapper_cls = module.PolicyAndValueWrapper
         module.forward = timed(
             module.forward, lambda m: None if isinstance(m, wrapper_cls) else "experience"
+        )
+
+    def install_online_dpo(self, trainer) -> None:
+        """OnlineDPOTrainer: rollout = `_generate` (both answers of every prompt), scoring =
+        `_calculate_rewards_from_functions`; the rest of the step (the policy and reference
+        forwards, the DPO loss, backward, the optimizer) is optimisation, as on this project's
+        side, which has no separate experience phase either."""
+
+        def timed(fn, name):
+            def wrapper(*a, **kw):
+                start = time.perf_counter()
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    self.totals[name] += time.perf_counter() - start
+
+            return wrapper
+
+        trainer._generate = timed(trainer._generate, "rollout")
+        trainer._calculate_rewards_from_functions = timed(
+            trainer._calculate_rewards_from_functions, "scoring"
         )
 
     def snapshot(self) -> None:
@@ -446,7 +470,7 @@ def main() -> None:
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     extra = {"trl_trainer": type(trainer).__module__ + "." + type(trainer).__name__}
-    if stage.name in ("ppo", "ppo_shared"):
+    if stage.name in ("ppo", "ppo_shared", "online_dpo"):
         extra["phases_s"] = ppo_split(trainer.bench_phases, stage)
     extra["transformers"] = transformers.__version__
     res = workload.result(stage, "trl", trl.__version__, window, **extra)

@@ -113,6 +113,22 @@ def test_summary_and_table_report_medians_ratio_overhead_and_ppo_split():
     assert "| ppo | this project x | 1.00 s (25%)" in text
 
 
+def test_phase_split_sums_timed_iterations_and_reads_a_missing_phase_as_zero(tmp_path):
+    # online DPO logs rollout, scoring and optimising, no experience phase; rows without
+    # perf/rollout_s (validation, epoch ends) are skipped; the warm-up iteration is left out.
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text(
+        "step,perf/rollout_s,perf/scoring_s,perf/optimising_s,train/loss\n"
+        "0,9.0,9.0,9.0,0.7\n"
+        "0,,,,0.7\n"
+        "1,1.0,0.25,2.0,0.6\n"
+        "2,1.5,0.25,3.0,0.5\n"
+    )
+    stage = workload.Stage("online_dpo", batch=8, group=2, warmup=1, steps=2, tokens_per_sample=48)
+    split = run_ours.phase_split(metrics, stage)
+    assert split == {"rollout": 2.5, "scoring": 0.5, "experience": 0.0, "optimising": 5.0}
+
+
 @pytest.mark.slow
 def test_run_ours_sft_end_to_end(work, tmp_path):
     out = tmp_path / "sft.json"

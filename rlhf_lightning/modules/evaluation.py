@@ -243,9 +243,10 @@ def eval_page(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     for key, value in summary.items():
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)
         lines.append(f"| {key} | {shown} |")
+    episodes = any("conversation" in row for row in rows)  # an environment's games
     lines += [
         "",
-        "## Greedy answers",
+        "## Episodes" if episodes else "## Greedy answers",
         "",
         "| prompt | answer | reward | correct |",
         "|---|---|---:|:-:|",

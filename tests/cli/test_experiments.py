@@ -85,6 +85,9 @@ EXTRA: dict[str, list[str]] = {
         ]
         for name in ("rlvr_arithmetic", "rlvr_countdown", "rlvr_code")
     },
+    # Held-out evaluation on a few of the held-out prompts, not all of them (302 and 84).
+    "smollm2_detox": [TINY_MODEL, "stage.evaluator.num_problems=4"],
+    "smollm2_qa_ppo": [TINY_MODEL, *PYTHON_REWARD, "stage.evaluator.num_problems=4"],
     # The reference is the policy's base with its adapter off, so the tiny policy needs LoRA.
     "smollm2_adapters": [TINY_MODEL, "model.lora.enabled=true", *PYTHON_REWARD],
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from rlhf_lightning.data.tasks import build_codebreaker, build_guess_number, build_tool_arithmetic
@@ -130,3 +132,22 @@ def test_scripted_games_halve_the_open_range_as_often_as_asked():
     assert 0.25 < middle < 0.25 + 0.12 + 0.06  # 1/4 halving + 3/4 x 2/16 uniform, +- noise
     always = demonstrations(rows[:50], seed=0, halving_share=1.0)
     assert all(int(c[1]["content"]) in (8, 9) for c in always)
+
+
+def test_guess_number_pays_each_guess_for_the_information_its_answer_is_expected_to_give():
+    env = GuessNumber(success_reward=0.0, information_reward=0.9)
+    env.reset({"prompt": "p", "secret": 5, "high": 8, "max_guesses": 5})  # log2(8) = 3 bits
+    # 4 of 1..8: found for 1 secret, higher for 4 (5..8), lower for 3 (1..3).
+    halving = 1 / 8 * math.log2(8) + 4 / 8 * math.log2(8 / 4) + 3 / 8 * math.log2(8 / 3)
+    assert halving == pytest.approx(1.406, abs=1e-3)
+    assert env.step("4").reward == pytest.approx(0.9 * halving / 3)  # Higher: 5..8 open
+    assert env.step("1").reward == 0.0  # already ruled out: its answer is known
+    # 8 of 5..8: found for 1, lower for 3 (5..7): an edge guess tells less than halving.
+    edge = 1 / 4 * math.log2(4) + 3 / 4 * math.log2(4 / 3)
+    assert edge == pytest.approx(0.811, abs=1e-3)
+    assert env.step("8").reward == pytest.approx(0.9 * edge / 3)  # Lower: 5..7 open
+    assert env.step("none").reward == 0.0
+    # 5 of 5..7: found for 1, higher for 2; and found.
+    low_edge = 1 / 3 * math.log2(3) + 2 / 3 * math.log2(3 / 2)
+    assert low_edge == pytest.approx(0.918, abs=1e-3)
+    assert env.step("5").reward == pytest.approx(0.9 * low_edge / 3)

@@ -73,6 +73,7 @@ def test_rloo_and_ppo_train_on_multi_turn_episodes(stage, tmp_path):
         "stage.turns.max_total_tokens=96",
         "stage.sampling.max_new_tokens=6",
         "stage.env_eval.num_rows=4",
+        "stage.env_eval.repeats=1",
         "data.batch_size=4",
         "data.num_prompts=16",
         "stage.iterations=2",
@@ -86,3 +87,43 @@ def test_rloo_and_ppo_train_on_multi_turn_episodes(stage, tmp_path):
     assert metrics["train/policy_loss"].dropna().map(math.isfinite).all()
     if stage == "ppo":
         assert metrics["train/value_loss"].dropna().map(math.isfinite).all()
+
+
+def test_stage_eval_plays_the_held_out_games_of_a_trained_run(tmp_path):
+    # A run directory (its model/ export) evaluated with stage=eval gives the numbers the RL
+    # stage logged for the same policy: the same games, seed and sampling.
+    games = [
+        "env=guess_number",
+        "stage.env.wasted_cost=0.5",  # replies without a number cost: a reward mean that varies
+        "stage.turns.unfinished_turns=close",  # a random policy's turns reach the game
+        "stage.env_eval.num_rows=6",
+        "stage.env_eval.repeats=2",
+        "stage.env_eval.sample_rows=3",
+        "trainer.enable_progress_bar=false",
+    ]
+    trained = [
+        "model=tiny",
+        "data.batch_size=4",
+        "data.num_prompts=8",
+        "stage.iterations=1",
+        "stage.compare_prompts=0",
+        "report=false",
+        *QUIET,
+    ]
+    run(compose_config("grpo", [*games, *trained], tmp_path / "grpo"))
+    logged = pd.read_csv(tmp_path / "grpo" / "metrics.csv").dropna(subset=["eval/success_rate"])
+    after = logged[logged["step"] == 1].iloc[0]  # the trained policy
+
+    run_dir = tmp_path / "eval"
+    model = f"model.name_or_path={tmp_path / 'grpo'}"
+    summary = run(compose_config("eval", [*games, model], run_dir))
+    written = json.loads((run_dir / "eval.json").read_text())
+    assert written["num_problems"] == 12 and written["data"] == "guess_number"
+    for name in ("success_rate", "reward_mean", "turns"):
+        assert written[name] == pytest.approx(after[f"eval/{name}"]), name
+        assert summary["metrics"][f"eval/{name}"] == pytest.approx(written[name])
+    assert written["reward_mean"] < 0  # some replies held no number
+    rows = [json.loads(line) for line in (run_dir / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["conversation"][0]["role"] == "user"
+    assert "## Episodes" in (run_dir / "eval.md").read_text()
+    assert not (run_dir / "model").exists()

@@ -159,24 +159,28 @@ class EnvironmentSteps:
             self.rollout_backend, self.policy, self.tokenizer, self.env, rows, self.sampling,
             self.turns,
         )  # fmt: skip
-        kept = self.env_eval.sample_rows if played is not None else 0
-        result = EvalResult(
-            {name.removeprefix("eval/"): value for name, value in metrics.items()},
-            [
-                {
-                    "prompt": played.batch.prompts[i],
-                    "conversation": played.conversations[i],
-                    "reward": float(played.batch.turn_rewards[i].sum()),
-                    "success": bool(played.success[i]),
-                }
-                for i in range(min(kept, len(played.conversations)))
-            ]
-            if played is not None and played.batch.turn_rewards is not None
-            else [],
-        )
+        result = episodes_result(metrics, played, self.env_eval.sample_rows)
         path = self.samples_path if self.trainer.is_global_zero else None  # rank 0 writes
         record_evaluation(result, self.loggers, self.iteration, path, time.perf_counter() - start)
         return result
+
+
+def episodes_result(metrics: dict[str, float], played: EnvRollout | None, kept: int) -> EvalResult:
+    """An environment evaluation as an :class:`EvalResult`: the ``eval/`` metrics without their
+    prefix and the first `kept` episodes (prompt, readable conversation, summed reward,
+    success)."""
+    rows = []
+    if played is not None and played.batch.turn_rewards is not None:
+        rows = [
+            {
+                "prompt": played.batch.prompts[i],
+                "conversation": played.conversations[i],
+                "reward": float(played.batch.turn_rewards[i].sum()),
+                "success": bool(played.success[i]),
+            }
+            for i in range(min(kept, len(played.conversations)))
+        ]
+    return EvalResult({name.removeprefix("eval/"): value for name, value in metrics.items()}, rows)
 
 
 def rows_of(prompts: list[str], columns: dict[str, list]) -> list[dict[str, Any]]:
