@@ -25,9 +25,11 @@ import torch
 from hydra.utils import instantiate
 
 from rlhf_lightning.api import compose_config
+from rlhf_lightning.data.collate import pad_batch
 from rlhf_lightning.data.formats import tokenize_prompt_completion
 from rlhf_lightning.data.tasks.arithmetic import build_arithmetic
 from rlhf_lightning.models import ModelSpec, build_reference, load_model_and_tokenizer
+from rlhf_lightning.modules.evaluation import Evaluator
 from rlhf_lightning.modules.online import OnlineRLCore
 from rlhf_lightning.rewards import MathReward
 from rlhf_lightning.rollout import SamplingConfig, generate_rollout, score_tokens
@@ -53,10 +55,11 @@ def main() -> None:
     policy, tokenizer = load_model_and_tokenizer(ModelSpec(name_or_path=args.model))
     g = args.group
 
+    evaluator = Evaluator(max_new_tokens=BUDGET)  # greedy, as the stage's eval/accuracy
+    problems = {"prompts": held_out["prompt"], "answer": held_out["answer"]}  # a prompt batch
+
     def greedy_accuracy() -> float:
-        config = SamplingConfig(max_new_tokens=BUDGET, do_sample=False)
-        answers = generate_rollout(policy, tokenizer, held_out["prompt"], config=config)
-        return float(verifier(held_out["prompt"], answers.completions, **_cols(held_out)).mean())
+        return evaluator.evaluate(policy, tokenizer, problems, verifier).metrics["accuracy"]
 
     def sample(rows: dict, temperature: float, seed: int):
         prompts, columns = _groups(rows, g)
@@ -73,17 +76,10 @@ def main() -> None:
             tokenize_prompt_completion(p, c, tokenizer, None)
             for p, c in zip(rows["prompt"], rows["completion"], strict=True)
         ]
-        width = max(len(e["input_ids"]) for e in examples)
-        ids = torch.full((len(examples), width), tokenizer.pad_token_id)
-        mask = torch.zeros(len(examples), width, dtype=torch.bool)
-        target = torch.zeros_like(mask)
-        for i, e in enumerate(examples):
-            n = len(e["input_ids"])
-            ids[i, :n], mask[i, :n] = torch.tensor(e["input_ids"]), True
-            target[i, :n] = torch.tensor(e["loss_mask"])
+        batch = pad_batch(examples, tokenizer.pad_token_id)
         with torch.no_grad():
-            logprobs = score_tokens(policy, ids, mask, 1).logprobs
-        return float((logprobs * target[:, 1:]).sum(1).exp().mean())
+            logprobs = score_tokens(policy, batch["input_ids"], batch["attention_mask"], 1).logprobs
+        return float((logprobs * batch["loss_mask"][:, 1:]).sum(1).exp().mean())
 
     start = time.perf_counter()
     print(f"greedy held-out accuracy {greedy_accuracy():.3f}")
@@ -161,10 +157,6 @@ def main() -> None:
                 f"{p_right(held_out):.4f}, greedy accuracy {greedy_accuracy():.3f} "
                 f"({time.perf_counter() - start:.0f} s)"
             )
-
-
-def _cols(rows: dict) -> dict:
-    return {"answer": rows["answer"]}
 
 
 def _groups(rows: dict, g: int) -> tuple[list[str], dict[str, list]]:
