@@ -245,19 +245,22 @@ class PPOPhases:
         self.totals = {"rollout": 0.0, "scoring": 0.0, "experience": 0.0}
         self.snapshots: list[dict[str, float]] = []
 
+    def timed(self, fn, pick):
+        """`fn`, adding its wall time to the phase `pick(first argument)` names (None: none)."""
+
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                name = pick(a[0] if a else None)
+                if name:
+                    self.totals[name] += time.perf_counter() - start
+
+        return wrapper
+
     def install(self, module, reward_model, value_model) -> None:
-        def timed(fn, pick):
-            def wrapper(model, *a, **kw):
-                start = time.perf_counter()
-                try:
-                    return fn(model, *a, **kw)
-                finally:
-                    name = pick(model)
-                    if name:
-                        self.totals[name] += time.perf_counter() - start
-
-            return wrapper
-
+        timed = self.timed
         module.batch_generation = timed(module.batch_generation, lambda m: "rollout")
         module.get_reward = timed(
             module.get_reward,
@@ -275,20 +278,9 @@ class PPOPhases:
         `_calculate_rewards_from_functions`; the rest of the step (the policy and reference
         forwards, the DPO loss, backward, the optimizer) is optimisation, as on this project's
         side, which has no separate experience phase either."""
-
-        def timed(fn, name):
-            def wrapper(*a, **kw):
-                start = time.perf_counter()
-                try:
-                    return fn(*a, **kw)
-                finally:
-                    self.totals[name] += time.perf_counter() - start
-
-            return wrapper
-
-        trainer._generate = timed(trainer._generate, "rollout")
-        trainer._calculate_rewards_from_functions = timed(
-            trainer._calculate_rewards_from_functions, "scoring"
+        trainer._generate = self.timed(trainer._generate, lambda _: "rollout")
+        trainer._calculate_rewards_from_functions = self.timed(
+            trainer._calculate_rewards_from_functions, lambda _: "scoring"
         )
 
     def snapshot(self) -> None:
