@@ -3,7 +3,9 @@ both `rollout/kl` and samples.jsonl, and a saved config that is exactly the one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +19,7 @@ from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
 from rlhf_lightning.functional import AggregationContext
 from rlhf_lightning.models import ModelSpec, build_reference, load_model_and_tokenizer
 from rlhf_lightning.modules.online import OnlineRLCore, RLAlgorithm
+from rlhf_lightning.modules.online.records import extra_metrics, iteration_metrics
 from rlhf_lightning.rollout import SamplingConfig, generate_rollout
 from rlhf_lightning.rundir import redact_secrets
 from rlhf_lightning.train import run
@@ -92,3 +95,59 @@ def test_saved_config_is_exactly_the_config_that_ran(tmp_path):
         compose_config("ppo", ["experiment=ppo_smoke", "stage.iterations=1"], run_dir=tmp_path),
         resolve=True,
     )  # running did not change the config object either
+
+
+def _engine_rollout(core, tok, shift: float):
+    """A rollout whose sampler ("engine") log-probs sit `shift` nats above the policy's on every
+    response token, handed on as the policy's too (what VLLMRollout's reuse_logprobs does)."""
+    rollout = generate_rollout(
+        core.policy, tok, ["a", "a", "b c", "b c"], config=SamplingConfig(max_new_tokens=6),
+        generator_seed=1, row_keys=torch.arange(4),
+    )  # fmt: skip
+    engine = torch.where(rollout.response_mask, rollout.policy_logprobs + shift, 0.0)
+    return dataclasses.replace(rollout, logprobs=engine, policy_logprobs=engine)
+
+
+def test_engine_logprobs_as_old_logprobs_skip_the_forward_and_the_first_minibatch_measures_gap(
+    grpo_core,
+):
+    core, tok = grpo_core(group_size=2, num_minibatches=2, epochs=2)
+    core.policy.eval()  # no dropout: every forward computes the sampling function
+    rollout = _engine_rollout(core, tok, shift=0.01)
+    scores = torch.tensor([1.0, 0.0, 0.5, -0.5])
+    calls = []
+    handle = core.policy.register_forward_hook(lambda *_: calls.append(1))
+    exp = core.make_experience(rollout, scores)
+    handle.remove()
+    assert calls == [] and exp.old_from_sampler  # no recomputing forward
+    assert torch.equal(exp.old_logprobs, rollout.logprobs)
+    optimizer = torch.optim.SGD(core.policy.parameters(), lr=0.1)
+    stats = core.optimise(
+        exp, torch.Tensor.backward, optimizer.step, torch.Generator().manual_seed(0)
+    )
+    gaps = [float(s["rollout/logprob_gap"]) for s in stats]
+    # the first minibatch's forward is still the sampling policy's: the gap is the shift
+    assert gaps[0] == pytest.approx(0.01, abs=1e-4)
+    assert len(gaps) == 4 and all(math.isnan(g) for g in gaps[1:])
+    metrics = iteration_metrics(rollout, scores, stats, torch.tensor(0.0), 0.1, 1.0)
+    assert float(metrics["rollout/logprob_gap"]) == pytest.approx(gaps[0])
+    assert "rollout/logprob_gap" not in extra_metrics(exp, scores, None, {})
+
+
+def test_importance_cap_recomputes_the_old_logprobs_against_the_engine(grpo_core):
+    core, tok = grpo_core(group_size=2, num_minibatches=2, importance_cap=2.0)
+    core.policy.eval()
+    rollout = _engine_rollout(core, tok, shift=0.01)
+    scores = torch.tensor([1.0, 0.0, 0.5, -0.5])
+    exp = core.make_experience(rollout, scores)
+    assert not exp.old_from_sampler
+    # recomputed: the trainer's own, 0.01 below the engine's on every response token
+    gap = exp.sampler_logprobs - exp.old_logprobs
+    assert torch.allclose(
+        gap[exp.response_mask], torch.full_like(gap[exp.response_mask], 0.01), atol=1e-4
+    )
+    assert float(extra_metrics(exp, scores, None, {})["rollout/logprob_gap"]) == pytest.approx(
+        0.01, abs=1e-4
+    )
+    stats = core.optimise(exp, torch.Tensor.backward, lambda: None)
+    assert "rollout/logprob_gap" not in stats[0] and "train/importance_clipfrac" in stats[0]

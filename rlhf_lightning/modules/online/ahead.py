@@ -4,8 +4,10 @@ With ``max_staleness = k > 0`` the rollout of iteration ``i + k`` is generated i
 thread while iteration ``i`` optimises, by the weights the sampler held before that
 optimisation: a rollout is at most ``k`` policy versions old when it is trained on. The
 sampler must hold its own weights (``rollout=vllm``, or ``rollout=hf rollout.own_copy=true``),
-which the stage refreshes only once the generation in flight has finished. PPO's clipped ratio,
-with ``algorithm.importance_cap`` against the sampler's own log-probs, corrects for the lag.
+which the stage refreshes only once the generation in flight has finished. PPO's clipped ratio
+corrects for the lag: taken against the sampler's own log-probs where they are the old ones
+(the HF sampler's, the engine's with ``rollout.reuse_logprobs``), or with
+``algorithm.importance_cap`` the recomputed ones weighed against the sampler's.
 ``k = 0`` generates every rollout in its own iteration (the synchronous run, exactly).
 
 Rollouts generated ahead are part of the training state: checkpoints hold them, so a resumed

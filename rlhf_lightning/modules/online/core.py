@@ -7,7 +7,8 @@ One iteration, given a rollout (prompt-major groups of ``group_size`` responses)
    clipping) and, with dynamic sampling, leave groups whose scores are all equal out of the
    loss;
 2. old log-probs and values (recorded while sampling when the rollout carries them: no second
-   policy forward) and reference log-probs (no grad);
+   policy forward; an engine's log-probs, see ``Experience.old_from_sampler``) and reference
+   log-probs (no grad);
 3. the KL placement turns scores into token and sequence rewards;
 4. the advantage estimator turns those into advantages (and returns), over the global batch;
 5. ``epochs`` passes over shuffled minibatches: policy loss (+ the KL term when it sits in the
@@ -32,6 +33,7 @@ from rlhf_lightning.functional import (
     FixedKLController,
     explained_variance,
     full_kl,
+    logprob_gap,
     masked_mean_or,
     place_turn_rewards,
     ppo_value_loss,
@@ -62,6 +64,9 @@ class Experience(NamedTuple):
     scores: Tensor  # shaped
     sequence_kl: Tensor  # k1 estimate of each response's KL to the reference (0 without one)
     sampler_logprobs: Tensor | None = None  # an inference engine's, when it sampled
+    # The engine's log-probs are the old log-probs (no recomputing forward): the sampler-trainer
+    # gap is then measured on the first minibatch, whose forward still runs the sampling policy.
+    old_from_sampler: bool = False
 
     def select(self, rows: Tensor) -> Experience:
         return Experience(
@@ -141,7 +146,8 @@ class OnlineRLCore:
         response_mask = rollout.policy_token_mask
         scores = self.shaper(scores.to(ids.device), rollout.contains_stop, response_mask.sum(1))
         logits = None
-        if self._can_reuse_sampling_logprobs(rollout):
+        reused = self._can_reuse_sampling_logprobs(rollout)
+        if reused:
             # Recorded while sampling: the policy forward would only recompute them.
             old_logprobs = rollout.policy_logprobs.to(ids.device)  # type: ignore[union-attr]
             values = rollout.policy_values if self.value_head else None
@@ -198,6 +204,7 @@ class OnlineRLCore:
                 else torch.zeros_like(scores)
             ),
             sampler_logprobs=None if rollout.logprobs is None else rollout.logprobs.to(ids.device),
+            old_from_sampler=reused and rollout.logprobs is not None,
         )
 
     def _check_packing(self, ids: Tensor, mask: Tensor, ctx: int) -> None:
@@ -216,12 +223,16 @@ class OnlineRLCore:
 
     def _can_reuse_sampling_logprobs(self, rollout: RolloutBatch) -> bool:
         """Old log-probs (and the value head's values) can come from sampling when nothing else
-        needs a policy forward: the exact KL needs the policy's logits, which sampling drops."""
+        needs a policy forward: the exact KL needs the policy's logits, which sampling drops,
+        and ``importance_cap`` weighs the trainer's own old log-probs against an engine's
+        (``rollout.logprobs``, set only when an engine sampled), so it needs them recomputed."""
         values_known = not self.value_head or rollout.policy_values is not None
+        corrects_engine = self.algorithm.importance_cap is not None and rollout.logprobs is not None
         return (
             rollout.policy_logprobs is not None
             and values_known
             and not self.algorithm.kl.needs_logits
+            and not corrects_engine
         )
 
     def _score_policy(self, ids: Tensor, mask: Tensor, ctx: int, only: Tensor, **kwargs: bool):
@@ -233,13 +244,23 @@ class OnlineRLCore:
         )  # fmt: skip
 
     def minibatch_loss(
-        self, exp: Experience, context: AggregationContext
+        self, exp: Experience, context: AggregationContext, first: bool = False
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Step 5 for one minibatch: the loss to backpropagate and detached statistics."""
+        """Step 5 for one minibatch: the loss to backpropagate and detached statistics.
+
+        ``first``: no update has been made since the rollout was scored, so this forward is
+        the old policy's; with the engine's log-probs as the old ones it measures
+        ``rollout/logprob_gap`` (NaN on the other minibatches: their mean is this one's).
+        """
         algo = self.algorithm
         ids, mask, ctx, m = exp.input_ids, exp.attention_mask, exp.context_length, exp.loss_mask
         scored = self._score_policy(ids, mask, ctx, exp.response_mask, entropy=algo.log_entropy)
         logprobs = scored.logprobs
+        gap = None
+        if exp.old_from_sampler and exp.sampler_logprobs is not None:
+            gap = torch.tensor(float("nan"), device=logprobs.device)
+            if first and bool(exp.response_mask.any()):
+                gap = logprob_gap(logprobs.detach(), exp.sampler_logprobs, exp.response_mask)
         policy = algo.policy_loss(logprobs, exp.old_logprobs, exp.advantages, m)
         losses = policy.losses
         importance = None
@@ -297,6 +318,8 @@ class OnlineRLCore:
             stats["train/skipped_minibatch"] = skipped.float()
         if importance is not None:
             stats["train/importance_clipfrac"] = importance.clipfrac
+        if gap is not None:
+            stats["rollout/logprob_gap"] = gap
         if scored.entropy is not None:
             stats["train/entropy"] = masked_mean_or(scored.entropy, m)
         stats["train/loss"] = loss.detach()
@@ -331,7 +354,7 @@ class OnlineRLCore:
         done = 0
         for _ in range(algo.epochs):
             for rows in torch.randperm(n, generator=generator).split(n // algo.num_minibatches):
-                loss, stats = self.minibatch_loss(exp.select(rows), context)
+                loss, stats = self.minibatch_loss(exp.select(rows), context, first=done == 0)
                 backward(loss)
                 done += 1
                 if done % algo.gradient_accumulation_steps == 0:

@@ -153,6 +153,9 @@ class OnlineRLModule(EnvironmentSteps, HeldOutEvaluation, L.LightningModule):
                 "trains, so the sampler needs weights of its own. Fix: rollout=vllm, or "
                 "rollout=hf stage.rollout.own_copy=true (a second copy of the weights)."
             )
+        expect_overlap = getattr(self.rollout_backend, "expect_overlap", None)
+        if expect_overlap is not None:  # an engine sizes its threads by whether it runs alone
+            expect_overlap(max_staleness > 0)
         self.ahead = RolloutsAhead(max_staleness, self._rollout_for_iteration)
         self.setup_environment(env, turns, env_eval, max_staleness)
         self.samples_path = Path(samples_path) if samples_path is not None else None

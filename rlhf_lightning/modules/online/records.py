@@ -74,7 +74,9 @@ def extra_metrics(
     for name, values in getattr(reward, "last_components", {}).items():
         metrics[f"rollout/reward/{name}"] = values.float().mean()
     if experience is not None:
-        if experience.sampler_logprobs is not None:  # an engine sampled: how far from the trainer
+        # An engine sampled: how far from the trainer (measured by the first minibatch instead
+        # when the engine's log-probs were the old ones: OnlineRLCore.minibatch_loss).
+        if experience.sampler_logprobs is not None and not experience.old_from_sampler:
             metrics["rollout/logprob_gap"] = logprob_gap(
                 experience.old_logprobs, experience.sampler_logprobs, experience.response_mask
             )

@@ -39,7 +39,8 @@ class ServerOptions:
         max_model_len: Longest query + response in tokens.
         max_num_seqs: Rows decoded together.
         kv_cache_gib: KV-cache memory in GiB (``VLLM_CPU_KVCACHE_SPACE``).
-        threads: Compute threads; 0 lets vLLM bind one per core (it keeps one core free).
+        threads: Compute threads; 0 leaves them to vLLM (in-process: one for serving, or the
+            inherited ``OMP_NUM_THREADS``). ``VLLMRollout`` resolves its ``"auto"`` to a number.
         seed: Engine seed (rows without their own seed).
         enable_lora: Serve a LoRA adapter (needed by ``sync_adapter``).
         max_lora_rank: Largest adapter rank accepted.
@@ -51,7 +52,7 @@ class ServerOptions:
     max_model_len: int = 2048
     max_num_seqs: int = 64
     kv_cache_gib: int = 1
-    threads: int = 0
+    threads: int | str = 0
     seed: int = 0
     enable_lora: bool = False
     max_lora_rank: int = 16
@@ -59,6 +60,11 @@ class ServerOptions:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def flags(self) -> list[str]:
+        if not isinstance(self.threads, int):
+            raise RolloutError(
+                f"vLLM server: threads={self.threads!r}. Fix: a number (VLLMRollout resolves "
+                "auto before starting the server)."
+            )
         flags = [
             f"--dtype={self.dtype}",
             f"--max-model-len={self.max_model_len}",

@@ -7,28 +7,43 @@ optimisation phase the stage calls :meth:`VLLMRollout.sync`: the adapter alone f
 policy (loaded in place, ~0.3 s on CPU), else the full weights. Every rollout carries the policy
 version that sampled it.
 
-The engine's log-probs are the *sampler's*; the trainer recomputes its own old log-probs in one
-forward (kernels differ, so the two differ slightly: the stage logs ``rollout/logprob_gap``),
-and ``stage.algorithm.importance_cap`` corrects for the gap (truncated importance sampling).
-The engine has no value head: PPO with ``critic=shared`` reads the values in that same forward.
+The engine's log-probs are the *sampler's*. With ``reuse_logprobs`` (the default) they are
+also the old log-probs the clipped ratio divides by, so the trainer runs no forward to
+recompute them: the fp32 engine's match the trainer's to ~3e-5 nats a token, and the stage
+measures that gap (``rollout/logprob_gap``) on the first minibatch's forward, which still runs
+the sampling policy. They are reused only where they are what the trainer would compute: plain
+sampling at a temperature (no top-k/top-p, no minimum length, whose masks the engine's
+log-probs include), no value head to read (PPO with ``critic=shared`` reads the values in the
+recomputing forward), no exact KL, and no ``stage.algorithm.importance_cap`` (which weighs the
+trainer's own old log-probs against the engine's, truncated importance sampling); otherwise
+the trainer recomputes them in one forward and the gap is measured there.
+
+The engine's compute threads (``options.threads: auto``): the trainer's own torch thread count
+while the trainer waits for each rollout (``stage.max_staleness=0``: the trainer's cores are
+idle during generation), one fewer (at least one) when generation overlaps training.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import PeftModel
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from rlhf_lightning.errors import ConfigError
 from rlhf_lightning.rollout.batch import RolloutBatch
 from rlhf_lightning.rollout.queries import encode_prompts, pad_token_id
 from rlhf_lightning.rollout.sampling import SamplingConfig
 from rlhf_lightning.rollout.vllm.backend import VLLMBackend
 from rlhf_lightning.rollout.vllm.process import ServerOptions
+
+log = logging.getLogger(__name__)
 
 
 class VLLMRollout:
@@ -39,11 +54,14 @@ class VLLMRollout:
             model built from ``model.arch`` is saved to the sync directory first).
         url: A server already running ``server_main.py`` instead of one started here.
         options: Engine settings (dtype, threads, ...); LoRA serving is switched on for a LoRA
-            policy.
+            policy. ``threads="auto"``: see :meth:`engine_threads`.
         request_timeout / sync_timeout / startup_timeout: Seconds before a generate, a sync or
             the engine's start counts as failed.
         sync_dir: Directory both sides read the synced weights from; None: a temporary one.
         venv: The vLLM virtualenv; None: ``$RLHF_LIGHTNING_VLLM_VENV`` or the cache's.
+        reuse_logprobs: the engine's log-probs of its samples are the old log-probs (no
+            recomputing forward) where they equal the trainer's up to kernel differences (see
+            the module docstring); False: the trainer always recomputes them.
     """
 
     def __init__(
@@ -56,9 +74,16 @@ class VLLMRollout:
         startup_timeout: float = 600.0,
         sync_dir: str | None = None,
         venv: str | None = None,
+        reuse_logprobs: bool = True,
     ) -> None:
         if isinstance(options, dict):
             options = ServerOptions(**options)
+        threads = options.threads if options is not None else 0
+        if threads != "auto" and (not isinstance(threads, int) or threads < 0):
+            raise ConfigError(
+                f"stage.rollout.options.threads={threads!r}: auto, 0 (vLLM's own binding) or "
+                "a number of threads."
+            )
         self.model = model
         self.url = url
         self.options = options or ServerOptions()
@@ -69,10 +94,27 @@ class VLLMRollout:
         }
         self.sync_dir = sync_dir
         self.venv = venv
+        self.reuse_logprobs = reuse_logprobs
+        self.overlaps_training = False
         self.backend: VLLMBackend | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     holds_own_weights = True  # the engine's copy: rollouts may be generated while training runs
+
+    def expect_overlap(self, overlapped: bool) -> None:
+        """Whether generation will overlap training (``stage.max_staleness`` > 0); told by the
+        stage before the first rollout, it sizes the engine's threads (:meth:`engine_threads`)."""
+        self.overlaps_training = bool(overlapped)
+
+    def engine_threads(self) -> int:
+        """The engine's compute threads: ``options.threads``, or for ``auto`` the trainer's own
+        torch thread count (its share of the machine, ``rlhf_lightning/threads.py``) while the
+        trainer waits for each rollout, one fewer (at least one) when they overlap, so the two
+        never ask for more cores than the trainer was given."""
+        if self.options.threads != "auto":
+            return int(self.options.threads)
+        trainer = torch.get_num_threads()
+        return max(1, trainer - 1) if self.overlaps_training else trainer
 
     def generate(
         self,
@@ -98,7 +140,14 @@ class VLLMRollout:
             None if query_ids is not None else prompts,
             row_keys=[int(k) for k in row_keys],
         )
-        return dataclasses.replace(batch, policy_version=backend.policy_version)
+        reuse = self.reuse_logprobs and _logprobs_are_the_policys(sampling)
+        return dataclasses.replace(
+            batch,
+            policy_version=backend.policy_version,
+            # The engine's log-probs of the tokens under softmax(logits / T): what the trainer's
+            # forward would recompute, to kernel differences (OnlineRLCore reuses them).
+            policy_logprobs=batch.logprobs if reuse else None,
+        )
 
     def sync(self, policy: nn.Module, version: int) -> None:
         """Hand the engine the policy's weights (the adapter alone for LoRA) as `version`."""
@@ -122,7 +171,12 @@ class VLLMRollout:
     def _start(self, policy: nn.Module, tokenizer: PreTrainedTokenizerBase) -> VLLMBackend:
         lm: Any = getattr(policy, "pretrained_model", policy)
         peft = isinstance(lm, PeftModel)
-        options = self.options
+        options = dataclasses.replace(self.options, threads=self.engine_threads())
+        log.info(
+            "vLLM engine threads: %d (options.threads=%s, generation %s training)",
+            options.threads, self.options.threads,
+            "overlaps" if self.overlaps_training else "alternates with",
+        )  # fmt: skip
         base_config = (lm.get_base_model() if peft else lm).config
         positions = getattr(base_config, "max_position_embeddings", None) or getattr(
             base_config, "n_positions", None
@@ -162,3 +216,15 @@ class VLLMRollout:
         base.save_pretrained(target, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(target)
         return str(target)
+
+
+def _logprobs_are_the_policys(sampling: SamplingConfig) -> bool:
+    """Whether the engine's log-probs of its samples are the policy's at the sampling
+    temperature: the engine reports them after top-k/top-p and the minimum-length mask, which
+    the trainer's old log-probs (``softmax(logits / T)``) do not include."""
+    return (
+        sampling.do_sample
+        and sampling.top_k == 0
+        and sampling.top_p == 1.0
+        and sampling.min_new_tokens == 0
+    )

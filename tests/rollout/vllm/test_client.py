@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from rlhf_lightning.errors import RolloutError
+from rlhf_lightning.errors import ConfigError, RolloutError
 from rlhf_lightning.rollout import SamplingConfig
-from rlhf_lightning.rollout.vllm import VLLMBackend, row_seed
+from rlhf_lightning.rollout.vllm import VLLMBackend, VLLMRollout, row_seed
 from rlhf_lightning.rollout.vllm.venv import require_venv
 
 PAD, EOS = 0, 2
@@ -162,3 +162,40 @@ def test_bad_arguments(demo_tokenizer, fake):
 def test_missing_venv_says_how_to_create_it(tmp_path):
     with pytest.raises(RolloutError, match="python -m rlhf_lightning.rollout.vllm.setup"):
         require_venv(tmp_path / "nowhere")
+
+
+@pytest.mark.filterwarnings("ignore::rlhf_lightning.rollout.sampling.OffPolicySamplingWarning")
+def test_engine_logprobs_are_reused_only_under_plain_sampling(fake, demo_tokenizer):
+    """reuse_logprobs hands the engine's log-probs on as the policy's (no recomputing forward)
+    only where they are softmax(logits / T)'s: top-k/top-p and a minimum length change them."""
+    server = fake({"token_ids": [[5, EOS]], "logprobs": [[-0.5, -0.25]]})
+    keys = torch.arange(1)
+
+    def sample(config: SamplingConfig, reuse: bool = True):
+        rollout = VLLMRollout(url=server.url, reuse_logprobs=reuse)
+        rollout.backend = VLLMBackend(demo_tokenizer, url=server.url)
+        return rollout.generate(None, demo_tokenizer, ["hi"], config, seed=0, row_keys=keys)
+
+    batch = sample(SamplingConfig(max_new_tokens=2, temperature=0.7))
+    assert batch.policy_logprobs.tolist() == [[-0.5, -0.25]]
+    assert batch.logprobs.tolist() == [[-0.5, -0.25]]
+    assert sample(SamplingConfig(max_new_tokens=2), reuse=False).policy_logprobs is None
+    for changed in ({"top_k": 5}, {"top_p": 0.9}, {"min_new_tokens": 1}):
+        assert sample(SamplingConfig(max_new_tokens=2, **changed)).policy_logprobs is None
+
+
+def test_engine_threads_auto_follows_the_trainer_and_the_overlap():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rollout = VLLMRollout(url="http://unused", options={"threads": "auto"})
+        assert rollout.engine_threads() == 2  # the trainer waits: the engine takes its cores
+        rollout.expect_overlap(True)
+        assert rollout.engine_threads() == 1  # both run: one core each
+        torch.set_num_threads(1)
+        assert rollout.engine_threads() == 1  # never fewer than one
+        assert VLLMRollout(url="http://unused", options={"threads": 3}).engine_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads"):
+        VLLMRollout(url="http://unused", options={"threads": "many"})
