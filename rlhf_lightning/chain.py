@@ -3,7 +3,8 @@
 A config's ``chain`` lists earlier stage runs, each ``{name, stage, overrides}``. They run in
 order, each in ``<run_dir>/<name>/`` with the usual run-directory contract, composed exactly
 as ``python -m rlhf_lightning stage=<stage> <overrides>`` would be; each one's exported model
-becomes the next one's model (``model=pretrained model.name_or_path=<previous>/model``), and
+becomes the next one's model (``model=pretrained model.name_or_path=<previous>/model``, or its
+``model/merged`` when a LoRA run exported one), and
 the last one's becomes this run's ``model.name_or_path``. Then this run runs as usual in
 ``<run_dir>`` itself, so its metrics, its sweep row and its report are those of a plain run.
 
@@ -56,13 +57,21 @@ def run_chain(cfg: DictConfig) -> dict[str, Any]:
         share_run_settings(sub, cfg, group=run_dir.name)
         log.info("Chain: %s (stage=%s) -> %s", name, stage, sub.run_dir)
         summary = run(resolve_builtins(sub))
-        model_dir = Path(summary["run_dir"]) / "model"
+        model_dir = exported_model(Path(summary["run_dir"]))
         chained.append({"name": name, "stage": stage, "run_dir": summary["run_dir"]})
     with open_dict(cfg):  # before run() saves the config: the saved one names this directory
         cfg.model.name_or_path = str(model_dir)
     log.info("Chain: %s starts from %s", cfg.stage.name, model_dir)
     summary = run(resolve_builtins(cfg))
     return {**summary, "chain": chained}
+
+
+def exported_model(run_dir: Path) -> Path:
+    """The model a chained run hands on: ``model/``, or ``model/merged`` when a LoRA run
+    exported its adapter merged (``model.lora.merge_on_export=true``), so the next stage loads
+    plain weights and may put a fresh adapter of its own on them."""
+    merged = run_dir / "model" / "merged"
+    return merged if (merged / "config.json").is_file() else run_dir / "model"
 
 
 def _step_fields(step: Any, index: int) -> tuple[str, str, list[str]]:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf, open_dict
 
-from rlhf_lightning.chain import run_chain
+from rlhf_lightning.chain import exported_model, run_chain
 from rlhf_lightning.config import compose_stage
 from rlhf_lightning.errors import ConfigError
 
@@ -55,6 +55,19 @@ def test_a_chained_sft_hands_its_model_to_the_run(tmp_path):
     assert summary["stage"] == "grpo" and (run_dir / "model" / "config.json").is_file()
     # the run's seed reached the chained stage
     assert yaml.safe_load((warmup / ".hydra/config.yaml").read_text())["seed"] == cfg.seed
+
+
+def test_a_merged_lora_export_is_handed_on_in_place_of_the_adapter(tmp_path):
+    # An adapter-only export (adapter_config.json) is handed on as model/; once a LoRA run has
+    # also written merged weights (model/merged/config.json), those are.
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "adapter_config.json").write_text("{}")
+    assert exported_model(tmp_path) == model
+    (model / "merged").mkdir()
+    assert exported_model(tmp_path) == model  # an empty folder is not an export
+    (model / "merged" / "config.json").write_text("{}")
+    assert exported_model(tmp_path) == model / "merged"
 
 
 def test_a_given_model_skips_the_chain(tmp_path):
