@@ -131,9 +131,11 @@ def _logged(run_dir: Path) -> dict[tuple[int, str], float]:
 
 
 # Cases whose data-parallel path another default case already takes (ORPO and SimPO: DPO's
-# pair batches without a reference; RLOO: GRPO's groups; reward: the pair batches): run with
-# `-m slow`, keeping the default test run near its time budget.
-SLOW_CASES = {"reward", "orpo", "simpo", "rloo"}
+# pair batches without a reference; RLOO: GRPO's groups; reward: the pair batches; SFT: DPO's
+# supervised loop with one sequence a row; padded GRPO: packed GRPO's rollouts, batch statistics
+# and gradient sync, with the forward that packing replaces by default): run with `-m slow`,
+# keeping the default test run near its time budget (each case is ~30 s of two-process runs).
+SLOW_CASES = {"reward", "orpo", "simpo", "rloo", "sft", "grpo, padded"}
 
 
 @pytest.mark.parametrize(
