@@ -28,6 +28,7 @@ from rlhf_lightning.functional.estimators import (
     group_normalized_advantages,
     leave_one_out_advantages,
     reinforce_pp_advantages,
+    turn_group_advantages,
 )
 from rlhf_lightning.functional.evaluation import pass_at_k
 from rlhf_lightning.functional.importance import (
@@ -169,6 +170,7 @@ __all__ = [
     "ppo_token_rewards",
     "ppo_value_loss",
     "reinforce_pp_advantages",
+    "turn_group_advantages",
     "rloo_advantages",
     "score_only",
     "sequence_kl",

@@ -20,7 +20,12 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from rlhf_lightning.functional.advantages import gae, group_advantages, rloo_advantages
+from rlhf_lightning.functional.advantages import (
+    as_groups,
+    gae,
+    group_advantages,
+    rloo_advantages,
+)
 from rlhf_lightning.functional.masked import masked_whiten
 
 
@@ -156,3 +161,62 @@ def reinforce_pp_advantages(inputs: AdvantageInputs, gamma: float = 1.0) -> Adva
         running = torch.where(inputs.mask[:, t], rewards[:, t] + gamma * running, running)
         returns[:, t] = running
     return Advantages(masked_whiten(returns, inputs.mask), None)
+
+
+def turn_group_advantages(
+    inputs: AdvantageInputs,
+    scale: Literal["group", "batch", "none"] = "group",
+    eps: float = 1e-4,
+) -> Advantages:
+    """GRPO over the turns of multi-turn episodes: each turn's tokens get the return from that
+    turn on, minus the mean of that return over the group's episodes that reached the turn,
+    divided by the std of the group's episode rewards (``scale="group"``), the batch's
+    (``"batch"``) or nothing (``"none"``).
+
+    With per-turn rewards (a guess paid on its own turn) GRPO's one advantage per episode gives
+    a wasted third guess the credit of a good first one. Here turn k is compared with turn k of
+    the same game's other episodes; the baseline does not depend on the turn's own tokens, so the
+    estimate stays unbiased. Turn 0 (the return is the episode's reward) is GRPO's advantage; a
+    single-turn batch gives exactly GRPO's, on every token. A turn is a run of True in the
+    mask: the environment's tokens between turns are False.
+
+    Args:
+        inputs: ``token_rewards`` (each turn's reward on its tokens, 0 elsewhere), ``mask`` and
+            ``group_size`` are used.
+        scale: Which standard deviation divides the centred returns.
+        eps: Added to the std (TRL: 1e-4).
+
+    Returns:
+        Per-token advantages (B, A), 0 outside the mask; no returns.
+
+    Example (one game, G=2, two turns each; rewards per turn [0.5, 1] and [0, 0]): returns
+    from turn 0 are 1.5 and 0, from turn 1: 1 and 0; baselines 0.75 and 0.5; the group std of
+    (1.5, 0) is 1.0607, so turn 0 gets +-0.7070 and turn 1 +-0.4714 (eps included).
+    """
+    mask = inputs.mask.bool()
+    rewards = torch.where(mask, inputs.token_rewards, 0.0)
+    returns = rewards.flip(1).cumsum(1).flip(1)  # (B, A): the rewards of token t and later
+    starts = mask & ~torch.nn.functional.pad(mask[:, :-1], (1, 0), value=False)
+    turn = (starts.cumsum(1) - 1).clamp_min(0)  # (B, A): the turn each token belongs to
+    rows, cols = starts.nonzero(as_tuple=True)
+    turns = int(starts.sum(1).max()) if rows.numel() else 1
+    first = returns.new_zeros(mask.shape[0], turns)  # (B, K): each turn's return
+    reached = torch.zeros_like(first, dtype=torch.bool)
+    first[rows, turn[rows, cols]] = returns[rows, cols]
+    reached[rows, turn[rows, cols]] = True
+    episode = as_groups(first[:, 0], inputs.group_size)  # (P, G): the episodes' rewards
+    grouped = first.view(*episode.shape, turns)  # (P, G, K)
+    present = reached.view(*episode.shape, turns)
+    count = present.sum(1, keepdim=True).clamp_min(1)
+    baseline = (torch.where(present, grouped, 0.0).sum(1, keepdim=True) / count).expand_as(grouped)
+    centred = returns - baseline.reshape(first.shape).gather(1, turn)
+    if scale == "group":
+        if inputs.group_size < 2:
+            raise ValueError("scale='group' needs group_size >= 2 for an unbiased std")
+        std = episode.std(dim=1, keepdim=True)
+        centred = centred / (std.expand(-1, inputs.group_size).reshape(-1, 1) + eps)
+    elif scale == "batch":
+        centred = centred / (episode.std() + eps)
+    elif scale != "none":
+        raise ValueError(f"unknown scale {scale!r}; expected 'group', 'batch' or 'none'")
+    return Advantages(torch.where(mask, centred, 0.0), None)

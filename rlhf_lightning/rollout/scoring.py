@@ -63,6 +63,7 @@ def score_tokens(
     entropy: bool = False,
     keep_logits: bool = False,
     packed: bool = False,
+    only: Tensor | None = None,
 ) -> TokenScores:
     """Score tokens ``start .. T-1`` of each row with one forward of `model`.
 
@@ -80,24 +81,34 @@ def score_tokens(
         entropy: Also return the entropy of each next-token distribution.
         keep_logits: Also return the (B, A, V) logits, e.g. for the exact full-vocabulary KL.
         packed: Run the forward padding-free (see the module docstring).
+        only: True at the scored tokens whose log-probs are wanted; the LM head runs at those
+            positions alone and every other one comes back 0. A multi-turn episode's
+            environment tokens are most of its response and never scored by a loss: with a
+            small model the LM head over them was most of the training step. None: every
+            scored token. Shape (B, T - start), bool.
 
     Returns:
-        :class:`TokenScores`; positions outside the mask are left as computed (0 when packed;
-        mask them downstream).
+        :class:`TokenScores`; positions outside the mask are left as computed (0 when packed
+        or outside `only`; mask them downstream). Values cover every position.
     """
     if input_ids.shape != attention_mask.shape or not 0 < start < input_ids.shape[1]:
         raise ValueError(
             f"ids {tuple(input_ids.shape)} and mask {tuple(attention_mask.shape)} must match, "
             f"with 0 < start ({start}) < T"
         )
+    if only is not None and only.shape != (input_ids.shape[0], input_ids.shape[1] - start):
+        raise ValueError(f"only {tuple(only.shape)} must be (B, T - start) for start={start}")
     if packed and not bool(attention_mask.all()):  # without padding, packing moves nothing
         return _score_packed(
             model, input_ids, attention_mask.bool(), start, temperature, values, entropy,
-            keep_logits,
+            keep_logits, only=only,
         )  # fmt: skip
-    keep = input_ids.shape[1] - start + 1  # positions start-1 .. T-1: the LM head skips the rest
     positions = position_ids_from_mask(attention_mask)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions}
+    if only is not None:
+        return _score_only(model, inputs, start, only.bool(), temperature, values, entropy,
+                           keep_logits)  # fmt: skip
+    keep = input_ids.shape[1] - start + 1  # positions start-1 .. T-1: the LM head skips the rest
     if is_causal_lm(model):
         out: Any = causal_lm_logits(model, keep, use_cache=False, **inputs)
     else:
@@ -123,6 +134,53 @@ def score_tokens(
     return TokenScores(logprobs, value, entropies, logits if keep_logits else None)
 
 
+def _score_only(
+    model: nn.Module | Any,
+    inputs: dict[str, Tensor],
+    start: int,
+    only: Tensor,
+    temperature: float,
+    values: bool,
+    entropy: bool,
+    keep_logits: bool,
+) -> TokenScores:
+    """:func:`score_tokens` (padded) with the LM head at the positions scoring `only`'s tokens."""
+    input_ids = inputs["input_ids"]
+    keep = torch.zeros_like(input_ids, dtype=torch.bool)  # (B, T)
+    keep[:, start - 1 : -1] = only  # position t scores token t+1
+    if is_causal_lm(model):
+        out: Any = causal_lm_logits(model, keep, use_cache=False, **inputs)
+    else:
+        out = model(**inputs, logits_to_keep=keep)
+    kept = out if isinstance(out, Tensor) else out.logits  # (N, V), row-major like `only`
+    if kept.ndim == 3:  # a model that returned every position's logits
+        kept = kept[keep]
+    targets = input_ids[:, start:][only]  # (N,)
+    # One (1, N, V) batch: the half-precision path upcasts per row, not per token.
+    logprobs = token_logprobs(kept[None], targets[None], temperature)[0]
+    zeros = logprobs.new_zeros(only.shape)
+    entropies = None
+    if entropy:
+        with torch.no_grad():
+            scaled = kept.float()
+            scaled = scaled if temperature == 1.0 else scaled / temperature
+            entropies = zeros.masked_scatter(only, entropy_from_logits(scaled))
+    value = None
+    if values:
+        found = getattr(out, "values", None)
+        if not isinstance(found, Tensor):
+            raise TypeError(
+                f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
+                "value-head model (CausalLMWithValueHead)."
+            )
+        value = found[:, start - 1 : -1].float()
+    logits = None
+    if keep_logits:
+        full = kept.new_zeros(*only.shape, kept.shape[-1])
+        logits = full.masked_scatter(only[..., None], kept)
+    return TokenScores(zeros.masked_scatter(only, logprobs), value, entropies, logits)
+
+
 def _score_packed(
     model: nn.Module | Any,
     input_ids: Tensor,
@@ -133,9 +191,10 @@ def _score_packed(
     entropy: bool,
     keep_logits: bool,
     capacity: int | None = None,
+    only: Tensor | None = None,
 ) -> TokenScores:
     """:func:`score_tokens` padding-free: one forward over the packed rows, results unpacked."""
-    plan = _PackPlan.of(mask, start, capacity)
+    plan = _PackPlan.of(mask, start, capacity, only)
     inputs = plan.inputs(input_ids)
     if is_causal_lm(model):
         out: Any = causal_lm_logits(model, plan.keep, use_cache=False, **inputs)
@@ -178,9 +237,13 @@ class _PackPlan(NamedTuple):
     rank: Tensor  # (N,) each scorer's place among the kept logits (packed row-major order)
 
     @classmethod
-    def of(cls, mask: Tensor, start: int, capacity: int | None = None) -> _PackPlan:
+    def of(
+        cls, mask: Tensor, start: int, capacity: int | None = None, only: Tensor | None = None
+    ) -> _PackPlan:
         layout = pack_layout(mask, capacity)
         scored = mask[:, start:] & mask[:, start - 1 : -1]  # (B, A)
+        if only is not None:
+            scored = scored & only.bool()
         before = torch.zeros_like(mask)
         before[:, start - 1 : -1] = scored  # the position whose logits score each token
         scorers = packed_positions_of(layout, before)

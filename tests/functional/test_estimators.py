@@ -15,6 +15,7 @@ from rlhf_lightning.functional import (
     leave_one_out_advantages,
     reinforce_pp_advantages,
     score_only,
+    turn_group_advantages,
 )
 
 
@@ -136,3 +137,39 @@ def test_reinforce_pp_discounts_over_the_masked_tokens_only():
     scale = 1 / math.sqrt(4 / 3)
     expected = t([-2 / 3 * scale, 0.0, -2 / 3 * scale, 4 / 3 * scale])
     torch.testing.assert_close(out.advantages, expected)
+
+
+def test_turn_group_compares_each_turn_with_the_same_turn_of_the_group():
+    # One game, G=2, two turns of two tokens each with an environment token between them.
+    # Turn rewards [0.5, 1] and [0, 0]: returns from turn 0 are 1.5 and 0, from turn 1 1 and 0;
+    # baselines 0.75 and 0.5; group std of (1.5, 0) = 1.06066 (+1e-4):
+    # turn 0 +-0.75 / 1.06076 = +-0.70704, turn 1 +-0.5 / 1.06076 = +-0.47136.
+    mask = t([True, True, False, True, True], [True, True, False, True, True])
+    token = t([0.0, 0.5, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0])
+    out = turn_group_advantages(inputs(token.sum(1), token, mask=mask, group_size=2))
+    a, b = 0.75 / (1.5 / math.sqrt(2) + 1e-4), 0.5 / (1.5 / math.sqrt(2) + 1e-4)
+    torch.testing.assert_close(out.advantages, t([a, a, 0.0, b, b], [-a, -a, 0.0, -b, -b]))
+    assert out.returns is None
+
+
+def test_turn_group_baseline_counts_only_the_episodes_that_reached_the_turn():
+    # G=2: episode 0 plays two turns (rewards 0 then 1), episode 1 ends after one (reward 2).
+    # Turn 0: returns 1 and 2, baseline 1.5; turn 1: only episode 0, baseline 1 -> advantage 0.
+    mask = t([True, False, True], [True, False, False])
+    token = t([0.0, 0.0, 1.0], [2.0, 0.0, 0.0])
+    out = turn_group_advantages(inputs(token.sum(1), token, mask=mask, group_size=2), "none")
+    torch.testing.assert_close(out.advantages, t([-0.5, 0.0, 0.0], [0.5, 0.0, 0.0]))
+
+
+def test_turn_group_on_single_turn_rollouts_is_grpo_on_every_token():
+    mask = t(
+        [True, True, True, False], [True, True, False, False], [True] * 4, [True] + [False] * 3
+    )
+    token = torch.zeros(4, 4)
+    token[0, 2], token[1, 1], token[2, 3], token[3, 0] = 1.0, 0.3, 0.7, 0.1
+    args = inputs(token.sum(1), token, mask=mask, group_size=2)
+    grpo = group_normalized_advantages(args).advantages
+    out = turn_group_advantages(args).advantages
+    torch.testing.assert_close(out, torch.where(mask, grpo[:, None], 0.0))
+    with pytest.raises(ValueError, match="scale"):
+        turn_group_advantages(args, "bogus")

@@ -235,3 +235,36 @@ def test_separate_critic_values_use_the_same_alignment(gpt2, demo_tokenizer, pro
     )
     previous = torch.cat([batch.query_ids[:, -1:], batch.response_ids[:, :-1]], dim=1)
     assert torch.equal(values, previous.float())
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_only_runs_the_lm_head_at_the_chosen_tokens(gpt2, demo_tokenizer, prompts, packed):
+    # A multi-turn episode scores the policy's tokens, not the environment's between them:
+    # `only` picks them, the LM head sees those positions alone, the rest come back 0.
+    batch = generate_rollout(gpt2, demo_tokenizer, prompts, config=SamplingConfig(max_new_tokens=5))
+    args = (batch.input_ids, batch.attention_mask, batch.context_length)
+    only = batch.response_mask.clone()
+    only[:, 1::2] = False  # every other response token, as if the environment's
+    rows = []
+    hook = gpt2.lm_head.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[:-1].numel()))
+    with torch.no_grad():
+        full = score_tokens(gpt2, *args, temperature=TEMPERATURE, entropy=True, keep_logits=True)
+        rows.clear()
+        part = score_tokens(
+            gpt2, *args, temperature=TEMPERATURE, entropy=True, keep_logits=True,
+            packed=packed, only=only,
+        )  # fmt: skip
+    hook.remove()
+    assert rows == [int(only.sum())] and 0 < rows[0] < int(batch.response_mask.sum())
+    for name in ("logprobs", "entropy", "logits"):
+        got, want = getattr(part, name), getattr(full, name)
+        assert got.shape == want.shape, name
+        assert not got[~only].any(), name
+        torch.testing.assert_close(got[only], want[only], atol=1e-5, rtol=0)
+    # A model that ignores logits_to_keep and returns every position's logits: the same.
+    tagged = score_tokens(
+        TokenTaggedValues(gpt2), *args, temperature=TEMPERATURE, values=True, only=only
+    )
+    torch.testing.assert_close(tagged.logprobs, part.logprobs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="only"):
+        score_tokens(gpt2, *args, only=only[:, 1:])

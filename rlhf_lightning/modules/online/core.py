@@ -146,7 +146,9 @@ class OnlineRLCore:
             old_logprobs = rollout.policy_logprobs.to(ids.device)  # type: ignore[union-attr]
             values = rollout.policy_values if self.value_head else None
         else:
-            scored = self._score_policy(ids, mask, ctx, keep_logits=algo.kl.needs_logits)
+            scored = self._score_policy(
+                ids, mask, ctx, response_mask, keep_logits=algo.kl.needs_logits
+            )
             old_logprobs, values, logits = scored.logprobs, scored.values, scored.logits
         if self.critic is not None:
             values = critic_values(self.critic, ids, mask, ctx, packed=self.packing)
@@ -156,7 +158,7 @@ class OnlineRLCore:
         if self.reference is not None:
             ref = score_tokens(
                 self.reference, ids, mask, ctx, temperature=self.temperature,
-                keep_logits=algo.kl.needs_logits, packed=self.packing,
+                keep_logits=algo.kl.needs_logits, packed=self.packing, only=response_mask,
             )  # fmt: skip
             ref_logprobs = ref.logprobs
             if algo.kl.needs_logits:
@@ -222,10 +224,12 @@ class OnlineRLCore:
             and not self.algorithm.kl.needs_logits
         )
 
-    def _score_policy(self, ids: Tensor, mask: Tensor, ctx: int, **kwargs: bool):
+    def _score_policy(self, ids: Tensor, mask: Tensor, ctx: int, only: Tensor, **kwargs: bool):
+        # The LM head only where a sampled token is scored (`only`): every other response
+        # position is padding or, in a multi-turn episode, the environment's (most of it).
         return score_tokens(
             self.policy, ids, mask, ctx, temperature=self.temperature, values=self.value_head,
-            packed=self.packing, **kwargs,
+            packed=self.packing, only=only, **kwargs,
         )  # fmt: skip
 
     def minibatch_loss(
@@ -234,7 +238,7 @@ class OnlineRLCore:
         """Step 5 for one minibatch: the loss to backpropagate and detached statistics."""
         algo = self.algorithm
         ids, mask, ctx, m = exp.input_ids, exp.attention_mask, exp.context_length, exp.loss_mask
-        scored = self._score_policy(ids, mask, ctx, entropy=algo.log_entropy)
+        scored = self._score_policy(ids, mask, ctx, exp.response_mask, entropy=algo.log_entropy)
         logprobs = scored.logprobs
         policy = algo.policy_loss(logprobs, exp.old_logprobs, exp.advantages, m)
         losses = policy.losses
