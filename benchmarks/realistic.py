@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -88,19 +89,61 @@ STAGES = {
 PHASES = ("rollout", "scoring", "experience", "optimising")
 
 
-def run_one(stage: str, env: dict[str, str], extra: list[str], iterations: int) -> Path:
+# The CLI (`python -m rlhf_lightning`) with one Lightning callback added to its Trainer, which
+# notes the wall clock and the process's CPU time (user + sys, all threads) at the end of every
+# training step (one RL iteration): the CPU time of the timed iterations alone, which a busy
+# machine disturbs far less than their wall time. Works for any revision (it only wraps
+# `lightning.pytorch.Trainer.__init__`).
+CHILD = """
+import json, runpy, sys, time
+import lightning.pytorch as pl
+marks_path = sys.argv.pop(1)
+marks = []
+class StepMarks(pl.Callback):
+    def on_train_batch_end(self, *args, **kwargs):
+        marks.append([time.perf_counter(), time.process_time()])
+init = pl.Trainer.__init__
+def with_marks(self, *args, **kwargs):
+    kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), StepMarks()]
+    init(self, *args, **kwargs)
+pl.Trainer.__init__ = with_marks
+sys.argv[0] = "rlhf_lightning"
+try:
+    runpy.run_module("rlhf_lightning", run_name="__main__", alter_sys=True)
+finally:
+    with open(marks_path, "w") as f:
+        json.dump(marks, f)
+"""
+
+
+def run_one(
+    stage: str, env: dict[str, str], extra: list[str], iterations: int
+) -> tuple[Path, dict[str, float]]:
+    """One run in a fresh process; its directory and its whole-process wall and CPU seconds."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"realistic-{stage}-"))
     cmd = [
-        sys.executable, "-m", "rlhf_lightning", *STAGES[stage], *COMMON,
+        sys.executable, "-c", CHILD, str(run_dir / "step_marks.json"), *STAGES[stage], *COMMON,
         f"stage.iterations={iterations}", *extra, f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
     proc = subprocess.run(
         cmd, env={**os.environ, **threads, **env}, capture_output=True, text=True, cwd="/tmp"
     )
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{stage} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return run_dir
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return run_dir, {"process_wall_s": wall, "process_cpu_s": cpu}
+
+
+def timed_window(run_dir: Path, warmup: int) -> dict[str, float]:
+    """Wall and CPU seconds from the end of the last warm-up iteration to the end of the last."""
+    marks = json.loads((run_dir / "step_marks.json").read_text())
+    (wall0, cpu0), (wall1, cpu1) = marks[warmup - 1], marks[-1]
+    return {"window_wall_s": wall1 - wall0, "window_cpu_s": cpu1 - cpu0}
 
 
 def timed_rows(run_dir: Path, warmup: int) -> dict[str, float]:
@@ -149,15 +192,24 @@ def main() -> None:
         for stage in args.stages.split(","):
             for side in order:
                 env, source, extra = sides[side]
-                run_dir = run_one(stage, env, extra, args.warmup + args.timed)
-                res = timed_rows(run_dir, args.warmup)
+                run_dir, process = run_one(stage, env, extra, args.warmup + args.timed)
+                res = timed_rows(run_dir, args.warmup) | timed_window(run_dir, args.warmup)
+                res |= process | {"load_average": os.getloadavg()[0]}
                 results.setdefault(stage, {}).setdefault(side, []).append(res)
                 print(
                     f"repeat {repeat} {stage} {side:6s} ({source}): {res['seconds']:.1f} s, "
+                    f"window {res['window_wall_s']:.1f} s wall / {res['window_cpu_s']:.1f} s CPU, "
                     f"{res['tokens'] / res['seconds']:.0f} tokens/s, "
-                    + ", ".join(f"{p} {res[p]:.1f}" for p in PHASES),
+                    + ", ".join(f"{p} {res[p]:.1f}" for p in PHASES)
+                    + f", load {res['load_average']:.1f}",
                     flush=True,
                 )
+            write_summary(args, sides, results, started, load)
+    print(table(write_summary(args, sides, results, started, load)))
+
+
+def write_summary(args, sides, results, started, load) -> dict:  # noqa: ANN001
+    """The summary so far, written to ``--out`` after every pair (a cut-short run keeps them)."""
     summary = {
         "command": " ".join(sys.argv),
         "before": sides["before"][1],
@@ -167,49 +219,57 @@ def main() -> None:
         "stages": {},
     }
     for stage, by_side in results.items():
-        ratios = [
-            b["seconds"] / a["seconds"]
-            for b, a in zip(by_side["before"], by_side["after"], strict=True)
-        ]
-        summary["stages"][stage] = {"runs": by_side, "speedup_per_repeat": ratios}
+        pairs = list(zip(by_side["before"], by_side.get("after", []), strict=False))
+        summary["stages"][stage] = {
+            "runs": by_side,
+            # The ratio quoted: CPU seconds of the timed window, before / after.
+            "speedup_per_repeat": [b["window_cpu_s"] / a["window_cpu_s"] for b, a in pairs],
+            "wall_speedup_per_repeat": [b["seconds"] / a["seconds"] for b, a in pairs],
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(table(summary))
+    return summary
 
 
 def table(summary: dict) -> str:
+    """Medians per stage and side, and both ratios per repeat (CPU first: the one quoted)."""
     lines = [
         f"before: {summary['before']}; after: {summary['after']}; "
         f"load average at start {summary['load_average_at_start']:.1f}",
         "",
-        "| stage | side | s per timed window (median) | tokens/s | samples/s | "
-        + " | ".join(PHASES)
-        + " | padding | response length | speedup before/after (per repeat) |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---|",
+        "| stage | side | timed CPU s | timed wall s | tokens/s | samples/s | "
+        + " | ".join(f"{p} s" for p in PHASES)
+        + " | padding | response length | speedup, CPU (per repeat) | speedup, wall |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---|---|",
     ]
     for stage, data in summary["stages"].items():
-        ratios = data["speedup_per_repeat"]
         for side in ("before", "after"):
-            runs = data["runs"][side]
+            runs = data["runs"].get(side, [])
+            if not runs:
+                continue
 
             def med(key: str, runs=runs) -> float:
                 return statistics.median(r[key] for r in runs)
 
             pad = [r["padding_fraction"] for r in runs if "padding_fraction" in r]
-            speedup = ""
+            speedups = ["", ""]
             if side == "after":
-                per_repeat = ", ".join(f"{r:.2f}" for r in ratios)
-                speedup = f"{statistics.median(ratios):.2f}x ({per_repeat})"
+                for k, key in enumerate(("speedup_per_repeat", "wall_speedup_per_repeat")):
+                    ratios = data.get(key, [])
+                    if ratios:
+                        per_repeat = ", ".join(f"{r:.2f}" for r in ratios)
+                        speedups[k] = f"{statistics.median(ratios):.2f}x ({per_repeat})"
             cells = [
                 stage,
                 side,
+                f"{med('window_cpu_s'):.1f}",
                 f"{med('seconds'):.1f}",
                 f"{statistics.median(r['tokens'] / r['seconds'] for r in runs):.0f}",
                 f"{statistics.median(r['samples'] / r['seconds'] for r in runs):.2f}",
                 *(f"{med(p):.1f}" for p in PHASES),
                 f"{statistics.mean(pad):.0%}" if pad else "-",
                 f"{med('response_length'):.1f}",
-                speedup,
+                *speedups,
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -175,6 +175,7 @@ def test_realistic_table_lists_per_repeat_speedups():
     import realistic
 
     run = {"seconds": 10.0, "tokens": 500.0, "samples": 20.0, "response_length": 30.0}
+    run |= {"window_cpu_s": 8.0, "window_wall_s": 10.5}
     run |= dict.fromkeys(realistic.PHASES, 2.0)
     summary = {
         "before": "commit a",
@@ -186,10 +187,11 @@ def test_realistic_table_lists_per_repeat_speedups():
                     "before": [run, run],
                     "after": [run | {"seconds": 5.0, "padding_fraction": 0.4}] * 2,
                 },
-                "speedup_per_repeat": [2.0, 2.0],
+                "speedup_per_repeat": [1.5, 1.25],
+                "wall_speedup_per_repeat": [2.0, 2.0],
             }
         },
     }
     table = realistic.table(summary)
-    assert "| grpo | after | 5.0 | 100 | 4.00 |" in table
-    assert "40% | 30.0 | 2.00x (2.00, 2.00) |" in table
+    assert "| grpo | after | 8.0 | 5.0 | 100 | 4.00 |" in table
+    assert "40% | 30.0 | 1.38x (1.50, 1.25) | 2.00x (2.00, 2.00) |" in table

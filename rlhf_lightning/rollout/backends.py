@@ -70,11 +70,17 @@ class HFBackend:
             copy of the weights.
         share_prefill: a group's G copies of a prompt share one prefill (its KV cache computed
             once, repeated G times): the same samples for less work (``generate_rollout``).
+        drop_finished: a row leaves the decoding batch at its stop token instead of being run
+            (on padding) until the batch's longest response ends: the same samples for the
+            work of the real response tokens (``generate_rollout``).
     """
 
-    def __init__(self, own_copy: bool = False, share_prefill: bool = True) -> None:
+    def __init__(
+        self, own_copy: bool = False, share_prefill: bool = True, drop_finished: bool = True
+    ) -> None:
         self.own_copy = own_copy
         self.share_prefill = share_prefill
+        self.drop_finished = drop_finished
         self.model: nn.Module | None = None
         self.version = 0
 
@@ -110,6 +116,7 @@ class HFBackend:
             row_keys=row_keys,
             record_values=record_values,
             share_prefill=self.share_prefill,
+            drop_finished=self.drop_finished,
         )
         return (
             dataclasses.replace(rollout, policy_version=self.version) if self.own_copy else rollout

@@ -129,8 +129,29 @@ class KeyedSampler(LogitsProcessor):
         self.policy_logprobs: list[Tensor] = []
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        tokens = self.draw(
+            input_ids.shape[1] - self.prompt_width, scores, self.row_keys, input_ids=input_ids
+        )
+        choice = torch.full_like(scores, float("-inf"), dtype=torch.float32)
+        return choice.scatter_(1, tokens, 0.0)
+
+    def draw(
+        self, step: int, scores: Tensor, row_keys: Tensor, input_ids: Tensor | None = None
+    ) -> Tensor:
+        """Each row's token at ``step``; records its policy log-prob (and warped scores).
+
+        Args:
+            step: the generation step (0 for the first response token).
+            scores: the LM's logits at this step. Shape (N, V).
+            row_keys: the keys of these N rows (a decoding loop that drops finished rows
+                passes the keys of the rows left). Shape (N,).
+            input_ids: the sequences so far, for the warpers' signature (temperature, top-k
+                and top-p do not read them). Shape (N, Q + step).
+
+        Returns:
+            The drawn token ids. Shape (N, 1), int64.
+        """
         logits = scores.float()
-        step = input_ids.shape[1] - self.prompt_width
         # The policy's own distribution at T: recorded for the drawn tokens, and (when nothing
         # filters it at this step) the very distribution sampled from.
         policy = torch.log_softmax(logits / self.temperature, dim=-1)
@@ -143,10 +164,10 @@ class KeyedSampler(LogitsProcessor):
             scores = logits.clone()
             scores[:, banned] = float("-inf")
         for warper in self.warpers:
-            scores = warper(input_ids, scores)
+            scores = warper(input_ids, scores)  # type: ignore[arg-type]
         if self.keep_warped:
             self.warped.append(scores)
-        u = keyed_uniform(self.seed, self.row_keys.to(scores.device), step)
+        u = keyed_uniform(self.seed, row_keys.to(scores.device), step)
         if truncating:
             probs = torch.softmax(scores, dim=-1)
         else:
@@ -161,5 +182,4 @@ class KeyedSampler(LogitsProcessor):
         target = (u * cdf[:, -1]).unsqueeze(1)
         tokens = torch.searchsorted(cdf, target).clamp_(max=scores.shape[-1] - 1)
         self.policy_logprobs.append(policy.gather(1, tokens).squeeze(1))
-        choice = torch.full_like(scores, float("-inf"))
-        return choice.scatter_(1, tokens, 0.0)
+        return tokens

@@ -250,3 +250,44 @@ def test_distinct_prompts_have_no_prefill_to_share(gpt2, demo_tokenizer, prompts
     shared = _shared_prefill(gpt2, q_ids.repeat_interleave(2, 0), q_mask.repeat_interleave(2, 0))
     assert shared.layers[0].keys.shape[:1] == (2 * len(prompts),)
     assert shared.get_seq_length() == q_ids.shape[1] - 1
+
+
+@pytest.mark.parametrize("share_prefill", [False, True])
+def test_dropping_finished_rows_draws_generates_samples(
+    policy, demo_tokenizer, prompts, share_prefill
+):
+    """Rows leaving the batch at their stop token: the same responses, log-probs and values as
+    ``generate`` running every row to the end, for fewer row-steps of decoding."""
+    from rlhf_lightning.models import CausalLMWithValueHead
+
+    model = CausalLMWithValueHead(policy)
+    grouped = [p for p in prompts for _ in range(3)]
+    # A random model rarely draws EOS: a third of the vocabulary stops, so rows end at
+    # different steps (checked below).
+    stops = list(range(5, len(demo_tokenizer), 3))
+    config = SamplingConfig(max_new_tokens=12, stop_token_ids=stops)
+    rows_decoded = []
+    hook = policy.register_forward_pre_hook(
+        lambda _m, _a, kw: rows_decoded.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    runs = {}
+    try:
+        for drop in (False, True):
+            rows_decoded.clear()
+            runs[drop] = generate_rollout(
+                model, demo_tokenizer, grouped, config=config, generator_seed=11,
+                row_keys=torch.arange(len(grouped)), record_values=True,
+                share_prefill=share_prefill, drop_finished=drop,
+            )  # fmt: skip
+            runs[drop, "rows"] = sum(rows_decoded)
+    finally:
+        hook.remove()
+    full, dropping = runs[False], runs[True]
+    lengths = full.response_mask.sum(1)
+    assert lengths.min() < lengths.max()  # rows stop at different steps
+    assert torch.equal(dropping.response_ids, full.response_ids)
+    assert torch.equal(dropping.response_mask, full.response_mask)
+    assert dropping.completions == full.completions
+    torch.testing.assert_close(dropping.policy_logprobs, full.policy_logprobs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(dropping.policy_values, full.policy_values, atol=1e-6, rtol=0)
+    assert runs[True, "rows"] < runs[False, "rows"]
