@@ -205,7 +205,7 @@ def _decode_dropping_finished(
     max_new_tokens: int,
     stop_ids: list[int],
     pad_id: int,
-    cache: Any | None,
+    cache: Any,  # a transformers Cache, or None
     recorded_values: list[Tensor],
 ) -> Tensor:
     """Row-keyed sampling with the KV cache, each row leaving the batch at its stop token.
@@ -256,6 +256,8 @@ def _decode_dropping_finished(
             cache = out.get("cache")
             if cache is None:
                 cache = out.get("past_key_values")
+            if cache is None:  # rows cannot leave a batch without a cache to select from
+                raise RuntimeError(f"{type(lm).__name__} returned no KV cache (use_cache=True)")
             _preallocate(cache, max_new_tokens)
         tokens = keyed.draw(step, out.logits[:, -1], keys[rows]).squeeze(1)  # (N,)
         keyed.policy_logprobs[-1] = _widen(keyed.policy_logprobs[-1], rows, b)
@@ -298,23 +300,25 @@ class _PreallocatedLayer(DynamicLayer):
         self.is_initialized = True
         self._views()
 
-    def _views(self) -> None:
-        self.keys = self._keys[:, :, : self._length]
-        self.values = self._values[:, :, : self._length]
+    def _views(self) -> tuple[Tensor, Tensor]:
+        keys = self._keys[:, :, : self._length]
+        values = self._values[:, :, : self._length]
+        self.keys, self.values = keys, values
+        return keys, values
 
     def update(
         self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
     ) -> tuple[Tensor, Tensor]:
         n = key_states.shape[-2]
         if self._length + n > self._keys.shape[-2]:  # past the room reserved: grow as usual
-            self._keys = torch.cat([self.keys, key_states], dim=-2)
-            self._values = torch.cat([self.values, value_states], dim=-2)
+            keys, values = self._views()
+            self._keys = torch.cat([keys, key_states], dim=-2)
+            self._values = torch.cat([values, value_states], dim=-2)
         else:
             self._keys[:, :, self._length : self._length + n] = key_states
             self._values[:, :, self._length : self._length + n] = value_states
         self._length += n
-        self._views()
-        return self.keys, self.values
+        return self._views()
 
     def batch_select_indices(self, indices: Tensor) -> None:
         self._keys = self._keys[indices]
@@ -325,10 +329,13 @@ class _PreallocatedLayer(DynamicLayer):
 def _preallocate(cache: Any, room: int) -> None:
     """Replace ``cache``'s plain dynamic layers by :class:`_PreallocatedLayer` with ``room``
     more positions each; other layer types (sliding windows, ...) stay as they are."""
-    layers = getattr(cache, "layers", None)
-    for i, layer in enumerate(layers or []):
-        if type(layer) is DynamicLayer and layer.is_initialized and layer.get_seq_length() > 0:
-            layers[i] = _PreallocatedLayer(layer.keys, layer.values, room)
+    layers: list[Any] = getattr(cache, "layers", None) or []
+    for i, layer in enumerate(layers):
+        if type(layer) is not DynamicLayer or not layer.is_initialized:
+            continue
+        keys, values = layer.keys, layer.values
+        if keys is not None and values is not None and layer.get_seq_length() > 0:
+            layers[i] = _PreallocatedLayer(keys, values, room)
 
 
 def _widen(values: Tensor, rows: Tensor, b: int) -> Tensor:

@@ -164,7 +164,7 @@ class KeyedSampler(LogitsProcessor):
             scores = logits.clone()
             scores[:, banned] = float("-inf")
         for warper in self.warpers:
-            scores = warper(input_ids, scores)  # type: ignore[arg-type]
+            scores = warper(input_ids, scores)
         if self.keep_warped:
             self.warped.append(scores)
         u = keyed_uniform(self.seed, row_keys.to(scores.device), step)
