@@ -116,22 +116,29 @@ def score_tokens(
     logits = out if isinstance(out, Tensor) else out.logits
     logits = logits[:, -keep:-1]  # (B, A, V): position t scores token t+1
     logprobs = token_logprobs(logits, input_ids[:, start:], temperature)
-    entropies = None
-    if entropy:
-        with torch.no_grad():
-            scaled = logits.float()  # no copy for fp32 logits
-            scaled = scaled if temperature == 1.0 else scaled / temperature
-            entropies = entropy_from_logits(scaled)
-    value = None
-    if values:
-        found = getattr(out, "values", None)
-        if not isinstance(found, Tensor):  # an HF ModelOutput's `.values` is the dict method
-            raise TypeError(
-                f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
-                "value-head model (CausalLMWithValueHead)."
-            )
-        value = found[:, start - 1 : -1].float()
+    entropies = _entropies(logits, temperature) if entropy else None
+    value = _values_of(model, out)[:, start - 1 : -1].float() if values else None
     return TokenScores(logprobs, value, entropies, logits if keep_logits else None)
+
+
+def _entropies(logits: Tensor, temperature: float) -> Tensor:
+    """The entropy of each next-token distribution of `logits` (..., V) at `temperature`,
+    without gradient: shape (...)."""
+    with torch.no_grad():
+        scaled = logits.float()  # no copy for fp32 logits
+        scaled = scaled if temperature == 1.0 else scaled / temperature
+        return entropy_from_logits(scaled)
+
+
+def _values_of(model: nn.Module | Any, out: Any) -> Tensor:
+    """The value head's output of a forward, or a clear error for a model without one."""
+    found = getattr(out, "values", None)
+    if not isinstance(found, Tensor):  # an HF ModelOutput's `.values` is the dict method
+        raise TypeError(
+            f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
+            "value-head model (CausalLMWithValueHead)."
+        )
+    return found
 
 
 def _score_only(
@@ -159,21 +166,8 @@ def _score_only(
     # One (1, N, V) batch: the half-precision path upcasts per row, not per token.
     logprobs = token_logprobs(kept[None], targets[None], temperature)[0]
     zeros = logprobs.new_zeros(only.shape)
-    entropies = None
-    if entropy:
-        with torch.no_grad():
-            scaled = kept.float()
-            scaled = scaled if temperature == 1.0 else scaled / temperature
-            entropies = zeros.masked_scatter(only, entropy_from_logits(scaled))
-    value = None
-    if values:
-        found = getattr(out, "values", None)
-        if not isinstance(found, Tensor):
-            raise TypeError(
-                f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
-                "value-head model (CausalLMWithValueHead)."
-            )
-        value = found[:, start - 1 : -1].float()
+    entropies = zeros.masked_scatter(only, _entropies(kept, temperature)) if entropy else None
+    value = _values_of(model, out)[:, start - 1 : -1].float() if values else None
     logits = None
     if keep_logits:
         full = kept.new_zeros(*only.shape, kept.shape[-1])
@@ -205,21 +199,10 @@ def _score_packed(
     kept_targets = torch.empty_like(targets).index_copy_(0, plan.rank, targets)
     # One (1, N, V) batch: the half-precision path upcasts per row, not per token.
     logprobs = token_logprobs(kept[None], kept_targets[None], temperature)[0]
-    entropies = None
-    if entropy:
-        with torch.no_grad():
-            scaled = kept.float()
-            scaled = scaled if temperature == 1.0 else scaled / temperature
-            entropies = plan.unpack(entropy_from_logits(scaled)[plan.rank])
+    entropies = plan.unpack(_entropies(kept, temperature)[plan.rank]) if entropy else None
     value = None
     if values:
-        found = getattr(out, "values", None)
-        if not isinstance(found, Tensor):
-            raise TypeError(
-                f"{type(model).__name__} returned no `values` tensor: scoring values needs a "
-                "value-head model (CausalLMWithValueHead)."
-            )
-        value = plan.unpack(found.reshape(-1)[plan.scorers].float())
+        value = plan.unpack(_values_of(model, out).reshape(-1)[plan.scorers].float())
     logits = None
     if keep_logits:
         full = kept.new_zeros(*plan.scored.shape, kept.shape[-1])
