@@ -163,3 +163,25 @@ def test_exported_model_loads_with_transformers(tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
     ids = torch.tensor([[1, 5, 9]])
     torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_gpt2_runs_its_tanh_gelu_fused_with_the_same_logits(tmp_path):
+    from transformers.activations import GELUTanh
+
+    tok = _gpt2_like_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_layer=1, n_embd=16, n_head=2)
+    assert config.activation_function == "gelu_new"
+    GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, _ = load_model_and_tokenizer(ModelSpec(name_or_path=str(tmp_path)))
+    act = model.transformer.h[0].mlp.act
+    assert isinstance(act, GELUTanh)
+    assert model.config.activation_function == "gelu_new"  # a saved model is unchanged
+    # 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) at x = 1, -1, 2 (by hand).
+    expected = torch.tensor([0.841192, -0.158808, 1.954598])
+    torch.testing.assert_close(act(torch.tensor([1.0, -1.0, 2.0])), expected, atol=1e-6, rtol=0)
+    model.eval()
+    reference = GPT2LMHeadModel.from_pretrained(tmp_path).eval()  # gelu_new, unfused
+    ids = torch.tensor([[1, 5, 9, 30, 2]])
+    logits = model(input_ids=ids).logits[..., : len(tok)]  # without the added pad token
+    torch.testing.assert_close(logits, reference(input_ids=ids).logits, atol=1e-5, rtol=0)
