@@ -561,7 +561,58 @@ def compare(args) -> None:
             ratios(summary)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps({s: d["ratios"] for s, d in summary["stages"].items()}, indent=2))
+    print(table(summary))
+
+
+def table(summary: dict) -> str:
+    """One row per stage and side: per-pair CPU and wall seconds of the window, the ratios
+    TRL / this project per pair (CPU, CPU per real token), medians of the phases, tokens per
+    CPU and wall second, response length, padding of the batch the forwards run on."""
+    head = (
+        "| stage | side | window CPU s (per pair) | TRL / this, CPU | TRL / this, CPU per token "
+        "| window wall s | generation / experience / optimising wall s (median) "
+        "| tokens per CPU s / wall s | response length | padding |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|---:|---:|"]
+
+    def cell(values: list[float]) -> str:
+        """The median ratio and, after it, every pair's."""
+        if not values:
+            return "-"
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        return f"**{statistics.median(values):.2f}x** ({listed})"
+
+    for stage, data in summary["stages"].items():
+        for side in ("ours", "trl", "trl_lean"):
+            runs = [r for r in data.get(side, []) if "error" not in r]
+            if not runs:
+                continue
+            ratio = data.get("ratios", {}).get(side, {})
+            median = {k: statistics.median(r[k] for r in runs) for k in ("rollout", "experience")}
+            median["optimising"] = statistics.median(r["optimising"] for r in runs)
+            pad = [r["padding_fraction"] for r in runs if "padding_fraction" in r]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        stage,
+                        side,
+                        ", ".join(f"{r['window_cpu_s']:.1f}" for r in runs),
+                        cell(ratio.get("cpu", [])),
+                        cell(ratio.get("cpu_per_token", [])),
+                        ", ".join(f"{r['window_wall_s']:.1f}" for r in runs),
+                        " / ".join(
+                            f"{median[p]:.1f}" for p in ("rollout", "experience", "optimising")
+                        ),
+                        f"{statistics.median(r['tokens'] / r['window_cpu_s'] for r in runs):.0f} / "
+                        f"{statistics.median(r['tokens'] / r['window_wall_s'] for r in runs):.0f}",
+                        f"{statistics.median(r['response_length'] for r in runs):.1f}",
+                        f"{statistics.median(pad):.0%}" if pad else "-",
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
 
 
 def ratios(summary: dict) -> None:
@@ -596,6 +647,8 @@ def main() -> None:
     run.add_argument("--prompts", required=True)
     run.add_argument("--out", required=True)
     run.add_argument("--lean", action="store_true", help="TRL's CPU-only overheads removed")
+    tab = sub.add_parser("table", help="the table of a compare run's JSON")
+    tab.add_argument("summary", type=Path)
     cmp = sub.add_parser("compare", help="this project against TRL, interleaved")
     cmp.add_argument("--repeats", type=int, default=3)
     cmp.add_argument("--stages", default="grpo,rloo,ppo")
@@ -607,7 +660,12 @@ def main() -> None:
         p.add_argument("--warmup", type=int, default=1)
         p.add_argument("--timed", type=int, default=1)
     args = parser.parse_args()
-    run_trl(args) if args.command == "run" else compare(args)
+    if args.command == "table":
+        summary = json.loads(args.summary.read_text())
+        ratios(summary)
+        print(table(summary))
+    else:
+        run_trl(args) if args.command == "run" else compare(args)
 
 
 if __name__ == "__main__":
