@@ -195,3 +195,59 @@ def test_realistic_table_lists_per_repeat_speedups():
     table = realistic.table(summary)
     assert "| grpo | after | 8.0 | 5.0 | 100 | 4.00 |" in table
     assert "40% | 30.0 | 1.38x (1.50, 1.25) | 2.00x (2.00, 2.00) |" in table
+
+
+def test_realistic_trl_window_counts_only_the_timed_iterations():
+    import realistic_trl
+
+    marks = realistic_trl.Marks(per_iteration=2)  # GRPO: 2 optimizer steps an iteration
+    marks.steps = [(1.0, 0.5), (2.0, 1.0), (3.0, 1.5), (10.0, 4.0)]
+    marks.phase_marks = [
+        {"rollout": 1.0, "scoring": 0.1, "experience": 0.5},
+        {"rollout": 4.0, "scoring": 0.2, "experience": 2.5},
+    ]
+    marks.rollouts = [
+        {"samples": 16, "real": 1000, "response_tokens": 400, "padded": 1500},
+        {"samples": 16, "real": 1100, "response_tokens": 480, "padded": 1600},
+    ]
+    res = marks.window(warmup=1)
+    # the window: from the end of step 2 (iteration 1) to the end of step 4 (iteration 2)
+    assert res["window_wall_s"] == 8.0 and res["window_cpu_s"] == 3.0
+    assert res["rollout"] == 3.0 and res["experience"] == 2.0
+    assert res["scoring"] == pytest.approx(0.1)
+    assert res["optimising"] == pytest.approx(8.0 - 3.0 - 0.1 - 2.0)
+    assert res["tokens"] == 1100 and res["samples"] == 16
+    assert res["response_length"] == 30.0  # 480 / 16
+    assert res["padding_fraction"] == pytest.approx(1 - 1100 / 1600)
+
+
+def test_realistic_trl_ratios_per_pair_skip_failed_runs():
+    import realistic_trl
+
+    ours = {"window_cpu_s": 20.0, "window_wall_s": 50.0, "tokens": 1000}
+    trl = {"window_cpu_s": 40.0, "window_wall_s": 75.0, "tokens": 800}
+    summary = {"stages": {"ppo": {"ours": [ours, ours], "trl": [trl, {"error": "x"}]}}}
+    realistic_trl.ratios(summary)
+    got = summary["stages"]["ppo"]["ratios"]["trl"]
+    # CPU 40 / 20; per token (40 / 800) / (20 / 1000) = 0.05 / 0.02; wall 75 / 50
+    assert got == {"cpu": [2.0], "cpu_per_token": [pytest.approx(2.5)], "wall": [1.5]}
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_plain_lm_head_log_prob_and_entropy(temperature):
+    import math
+
+    import realistic_trl
+    import torch
+
+    hidden = torch.tensor([[1.0, 0.0]])
+    weight = torch.tensor([[1.0, 0.0], [0.0, 0.0], [-1.0, 0.0]])  # logits 1, 0, -1
+    out = realistic_trl.plain_lm_head(
+        hidden, weight, None, torch.tensor([0]), temperature, 4096, None, 1.0, ("entropy",)
+    )
+    z = [1.0 / temperature, 0.0, -1.0 / temperature]
+    log_norm = math.log(sum(math.exp(v) for v in z))
+    entropy = -sum(math.exp(v - log_norm) * (v - log_norm) for v in z)
+    assert out[0].item() == pytest.approx(z[0] - log_norm, abs=1e-6)
+    assert out[1].item() == pytest.approx(entropy, abs=1e-6)
+    assert out[2:] == (None, None, None)
