@@ -11,7 +11,9 @@ so edits in the checkout never reach a run. `--before` and `--after` run the sam
 repeats, so a slow spell on a shared machine falls on both alike. The timed iterations are
 those after `--warmup`; per iteration the stage logs its phase times (`perf/<phase>_s`),
 `perf/samples_per_s`, `perf/tokens_per_s` (real tokens) and, from the after side,
-`perf/padding_fraction`. Prints a table and writes `--out` (JSON, every run's numbers).
+`perf/padding_fraction` and `perf/shared_prompt_fraction` (real tokens that repeat another
+row's prompt, which shared-prompt packing computes once). Prints a table and writes `--out`
+(JSON, every run's numbers).
 
 The work (identical on both sides; only the code differs):
 
@@ -165,6 +167,10 @@ def timed_rows(run_dir: Path, warmup: int) -> dict[str, float]:
     out["response_length"] = statistics.mean(float(r["rollout/response_length"]) for r in timed)
     if timed and timed[0].get("perf/padding_fraction"):
         out["padding_fraction"] = statistics.mean(float(r["perf/padding_fraction"]) for r in timed)
+    if timed and timed[0].get("perf/shared_prompt_fraction"):
+        out["shared_prompt_fraction"] = statistics.mean(
+            float(r["perf/shared_prompt_fraction"]) for r in timed
+        )
     out["iterations"] = len(timed)
     return out
 

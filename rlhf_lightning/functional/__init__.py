@@ -75,6 +75,7 @@ from rlhf_lightning.functional.packing import (
     packed_positions_of,
     packing_width,
     prompt_groups,
+    repeated_prompt_tokens,
     shared_prefix_layout,
 )
 from rlhf_lightning.functional.policy import (
@@ -117,6 +118,7 @@ __all__ = [
     "packed_positions_of",
     "packing_width",
     "prompt_groups",
+    "repeated_prompt_tokens",
     "shared_prefix_layout",
     "AdaptiveKLController",
     "AdvantageInputs",

@@ -180,6 +180,24 @@ def prompt_groups(input_ids: Tensor, attention_mask: Tensor, start: int) -> Tens
     return torch.unique(prompts, dim=0, return_inverse=True)[1]
 
 
+def repeated_prompt_tokens(input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """How many real prompt tokens repeat a prompt an earlier row holds: what
+    :func:`shared_prefix_layout` packs once instead of once per row.
+
+    Args:
+        input_ids: Token ids. Shape (B, T).
+        attention_mask: True at real tokens. Shape (B, T).
+        start: Width of the prompt columns.
+
+    Returns:
+        The count: every row's prompt length, less each group's once. Shape (), long.
+    """
+    groups = prompt_groups(input_ids, attention_mask, start)
+    lengths = attention_mask[:, :start].long().sum(dim=1)
+    once = lengths.new_zeros(lengths.shape).scatter_reduce(0, groups, lengths, "amax")
+    return lengths.sum() - once.sum()
+
+
 def shared_prefix_layout(
     attention_mask: Tensor, start: int, groups: Tensor, capacity: int | None = None
 ) -> PackedLayout:

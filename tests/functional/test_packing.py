@@ -12,6 +12,7 @@ from rlhf_lightning.functional import (
     packed_positions_of,
     packing_width,
     prompt_groups,
+    repeated_prompt_tokens,
     shared_prefix_layout,
 )
 
@@ -75,6 +76,7 @@ def test_rows_with_the_same_prompt_tokens_are_one_group():
     groups = prompt_groups(ids, mask, 2).tolist()
     assert groups[0] == groups[1]
     assert len({groups[0], groups[2], groups[3]}) == 3
+    assert repeated_prompt_tokens(ids, mask, 2).item() == 1  # row 1's [7]
 
 
 def test_a_shared_prompt_is_packed_once_with_each_completion_after_it():
