@@ -245,8 +245,9 @@ def table(summary: dict) -> str:
         "",
         "| stage | side | timed CPU s | timed wall s | tokens/s | samples/s | "
         + " | ".join(f"{p} s" for p in PHASES)
-        + " | padding | response length | speedup, CPU (per repeat) | speedup, wall |",
-        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---|---|",
+        + " | padding | shared prompt | response length | speedup, CPU (per repeat) "
+        + "| speedup, wall |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---:|---|---|",
     ]
     for stage, data in summary["stages"].items():
         for side in ("before", "after"):
@@ -258,6 +259,7 @@ def table(summary: dict) -> str:
                 return statistics.median(r[key] for r in runs)
 
             pad = [r["padding_fraction"] for r in runs if "padding_fraction" in r]
+            shared = [r["shared_prompt_fraction"] for r in runs if "shared_prompt_fraction" in r]
             speedups = ["", ""]
             if side == "after":
                 for k, key in enumerate(("speedup_per_repeat", "wall_speedup_per_repeat")):
@@ -274,6 +276,7 @@ def table(summary: dict) -> str:
                 f"{statistics.median(r['samples'] / r['seconds'] for r in runs):.2f}",
                 *(f"{med(p):.1f}" for p in PHASES),
                 f"{statistics.mean(pad):.0%}" if pad else "-",
+                f"{statistics.mean(shared):.0%}" if shared else "-",
                 f"{med('response_length'):.1f}",
                 *speedups,
             ]

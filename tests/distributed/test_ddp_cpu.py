@@ -63,6 +63,7 @@ CASES = {
         ],
         16,
     ),
+    # Packed by default, each group of 4 rows holding its prompt once (shared_prefix_layout).
     "grpo": (
         "grpo",
         ["experiment=grpo_smoke", *_RL, "stage.algorithm.num_minibatches=1"],
