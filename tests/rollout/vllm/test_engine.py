@@ -211,6 +211,45 @@ def test_lora_sync_serves_the_adapter_on_the_base(backend, hf_model, tokenizer, 
     print(f"LoRA sync (save + load in place, r=8 q/v): {sync_s:.2f} s")
 
 
+def test_every_in_place_adapter_sync_serves_the_newest_adapter(backend, hf_model, tokenizer, rows):
+    """The stage's adapter (every linear layer, so vLLM's packed qkv and gate_up projections
+    too) synced after each of several updates: the engine samples the newest version, never the
+    one before (a stale adapter would show as the previous version's log-probs)."""
+    spec = LoraSpec(enabled=True, r=8, alpha=16, target_modules=None)  # all-linear
+    peft_model = apply_lora(copy.deepcopy(hf_model), spec).eval()
+    config = SamplingConfig(max_new_tokens=NEW_TOKENS)
+    generator = torch.Generator().manual_seed(1)
+    previous = None
+    for version in (5, 6, 7):
+        with torch.no_grad():  # an update of every adapter weight, B included
+            for name, param in peft_model.named_parameters():
+                if "lora_" in name:
+                    param.add_(torch.randn(param.shape, generator=generator) * 0.01)
+        backend.sync_adapter(peft_model, version=version)
+        batch = backend.generate(
+            rows, config, version, pad_token_id(tokenizer), [tokenizer.eos_token_id]
+        )
+        assert backend.rollout_versions == {"weights_version": 2, "adapter_version": version}
+        mask = batch.response_mask
+        with torch.no_grad():
+            now = score_tokens(
+                peft_model, batch.input_ids, batch.attention_mask, batch.context_length
+            ).logprobs
+        gap = (batch.logprobs - now).abs()[mask]
+        assert gap.max().item() < LOGPROB_ATOL, f"v{version}: max gap {gap.max():.2e}"
+        if previous is not None:
+            current = copy.deepcopy(peft_model.state_dict())
+            peft_model.load_state_dict(previous)
+            with torch.no_grad():
+                before = score_tokens(
+                    peft_model, batch.input_ids, batch.attention_mask, batch.context_length
+                ).logprobs
+            peft_model.load_state_dict(current)
+            # One update moves the log-probs ~100x more than the kernels differ.
+            assert (batch.logprobs - before).abs()[mask].mean().item() > 50 * gap.mean().item()
+        previous = copy.deepcopy(peft_model.state_dict())
+
+
 def test_hung_server_times_out_and_recovers(backend, tokenizer, rows):
     process = backend.server.process
     timeout, backend.request_timeout = backend.request_timeout, 3.0
