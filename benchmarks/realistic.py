@@ -11,7 +11,9 @@ so edits in the checkout never reach a run. `--before` and `--after` run the sam
 repeats, so a slow spell on a shared machine falls on both alike. The timed iterations are
 those after `--warmup`; per iteration the stage logs its phase times (`perf/<phase>_s`),
 `perf/samples_per_s`, `perf/tokens_per_s` (real tokens) and, from the after side,
-`perf/padding_fraction`. Prints a table and writes `--out` (JSON, every run's numbers).
+`perf/padding_fraction` and `perf/shared_prompt_fraction` (real tokens that repeat another
+row's prompt, which shared-prompt packing computes once). Prints a table and writes `--out`
+(JSON, every run's numbers).
 
 The work (identical on both sides; only the code differs):
 
@@ -165,6 +167,10 @@ def timed_rows(run_dir: Path, warmup: int) -> dict[str, float]:
     out["response_length"] = statistics.mean(float(r["rollout/response_length"]) for r in timed)
     if timed and timed[0].get("perf/padding_fraction"):
         out["padding_fraction"] = statistics.mean(float(r["perf/padding_fraction"]) for r in timed)
+    if timed and timed[0].get("perf/shared_prompt_fraction"):
+        out["shared_prompt_fraction"] = statistics.mean(
+            float(r["perf/shared_prompt_fraction"]) for r in timed
+        )
     out["iterations"] = len(timed)
     return out
 
@@ -239,8 +245,9 @@ def table(summary: dict) -> str:
         "",
         "| stage | side | timed CPU s | timed wall s | tokens/s | samples/s | "
         + " | ".join(f"{p} s" for p in PHASES)
-        + " | padding | response length | speedup, CPU (per repeat) | speedup, wall |",
-        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---|---|",
+        + " | padding | shared prompt | response length | speedup, CPU (per repeat) "
+        + "| speedup, wall |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|---:|---|---|",
     ]
     for stage, data in summary["stages"].items():
         for side in ("before", "after"):
@@ -252,6 +259,7 @@ def table(summary: dict) -> str:
                 return statistics.median(r[key] for r in runs)
 
             pad = [r["padding_fraction"] for r in runs if "padding_fraction" in r]
+            shared = [r["shared_prompt_fraction"] for r in runs if "shared_prompt_fraction" in r]
             speedups = ["", ""]
             if side == "after":
                 for k, key in enumerate(("speedup_per_repeat", "wall_speedup_per_repeat")):
@@ -268,6 +276,7 @@ def table(summary: dict) -> str:
                 f"{statistics.median(r['samples'] / r['seconds'] for r in runs):.2f}",
                 *(f"{med(p):.1f}" for p in PHASES),
                 f"{statistics.mean(pad):.0%}" if pad else "-",
+                f"{statistics.mean(shared):.0%}" if shared else "-",
                 f"{med('response_length'):.1f}",
                 *speedups,
             ]

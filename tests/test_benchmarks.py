@@ -185,7 +185,10 @@ def test_realistic_table_lists_per_repeat_speedups():
             "grpo": {
                 "runs": {
                     "before": [run, run],
-                    "after": [run | {"seconds": 5.0, "padding_fraction": 0.4}] * 2,
+                    "after": [
+                        run | {"seconds": 5.0, "padding_fraction": 0.4},
+                        run | {"seconds": 5.0, "padding_fraction": 0.4},
+                    ],
                 },
                 "speedup_per_repeat": [1.5, 1.25],
                 "wall_speedup_per_repeat": [2.0, 2.0],
@@ -194,7 +197,11 @@ def test_realistic_table_lists_per_repeat_speedups():
     }
     table = realistic.table(summary)
     assert "| grpo | after | 8.0 | 5.0 | 100 | 4.00 |" in table
-    assert "40% | 30.0 | 1.38x (1.50, 1.25) | 2.00x (2.00, 2.00) |" in table
+    assert "40% | - | 30.0 | 1.38x (1.50, 1.25) | 2.00x (2.00, 2.00) |" in table
+    # A run that logged perf/shared_prompt_fraction: its mean over the repeats.
+    summary["stages"]["grpo"]["runs"]["after"][1]["shared_prompt_fraction"] = 0.3
+    summary["stages"]["grpo"]["runs"]["after"][0]["shared_prompt_fraction"] = 0.2
+    assert "40% | 25% | 30.0 |" in realistic.table(summary)
 
 
 def test_realistic_trl_window_counts_only_the_timed_iterations():

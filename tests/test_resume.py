@@ -50,6 +50,8 @@ CASES = {
         ["experiment=ppo_smoke", *_RL, "data.num_prompts=48", "stage.algorithm.epochs=2"],
         4,
     ),
+    # Packed (stage.packing=true, the default), each group of 4 rows holding its prompt once
+    # (shared_prefix_layout) in the reference and minibatch forwards.
     "grpo": ("grpo", ["experiment=grpo_smoke", *_RL, "data.num_prompts=24"], 4),
     # The RL stages pack their training forwards by default (stage.packing=true); padded too.
     "ppo, padded": (

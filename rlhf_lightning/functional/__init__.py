@@ -46,6 +46,7 @@ from rlhf_lightning.functional.kl import (
 from rlhf_lightning.functional.kl_placement import KLInLoss, KLInReward, KLShaping, score_only
 from rlhf_lightning.functional.logprobs import (
     entropy_from_logits,
+    indexed_token_logprobs,
     sequence_logprobs,
     shifted_token_logprobs,
     token_logprobs,
@@ -73,6 +74,9 @@ from rlhf_lightning.functional.packing import (
     pack_layout,
     packed_positions_of,
     packing_width,
+    prompt_groups,
+    repeated_prompt_tokens,
+    shared_prefix_layout,
 )
 from rlhf_lightning.functional.policy import (
     PolicyLoss,
@@ -113,6 +117,9 @@ __all__ = [
     "pack_layout",
     "packed_positions_of",
     "packing_width",
+    "prompt_groups",
+    "repeated_prompt_tokens",
+    "shared_prefix_layout",
     "AdaptiveKLController",
     "AdvantageInputs",
     "Advantages",
@@ -177,6 +184,7 @@ __all__ = [
     "sequence_logprobs",
     "sequence_mean",
     "sft_loss",
+    "indexed_token_logprobs",
     "shifted_token_logprobs",
     "simpo_loss",
     "token_logprobs",

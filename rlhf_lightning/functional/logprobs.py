@@ -57,6 +57,35 @@ def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> 
     return torch.stack(rows)
 
 
+def indexed_token_logprobs(
+    logits: Tensor, rows: Tensor, tokens: Tensor, temperature: float = 1.0
+) -> Tensor:
+    """Log-probability of each token under a chosen row of `logits`: ``logits[rows[n]]`` scores
+    ``tokens[n]``; several tokens may share a row (each completion of a shared prompt is scored
+    from the prompt's last position) and the row is normalised once.
+
+    Args:
+        logits: Unnormalised scores, one row per distinct scoring position. Shape (K, V).
+        rows: The row scoring each token. Shape (N,), long.
+        tokens: Token ids. Shape (N,).
+        temperature: As :func:`token_logprobs`.
+
+    Returns:
+        Log-probabilities, fp32 (fp64 for fp64 logits). Shape (N,).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if logits.ndim != 2 or rows.shape != tokens.shape or rows.ndim != 1:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} must be (K, V), rows {tuple(rows.shape)} and tokens "
+            f"{tuple(tokens.shape)} both (N,)"
+        )
+    # x_i - logsumexp(x), as token_logprobs: the (K, V) normalised output is never built.
+    scaled = _upcast(logits)
+    scaled = scaled / temperature if temperature != 1.0 else scaled
+    return scaled[rows, tokens.long()] - torch.logsumexp(scaled, dim=-1)[rows]
+
+
 def shifted_token_logprobs(logits: Tensor, input_ids: Tensor, temperature: float = 1.0) -> Tensor:
     """Next-token log-probabilities of a causal LM: ``logits[:, t]`` scores ``input_ids[:, t+1]``.
 

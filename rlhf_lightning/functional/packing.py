@@ -10,6 +10,14 @@ the same token, the same position, attention over the same earlier tokens of its
 
 The layout is index tensors only, so moving a tensor between the two layouts is one gather or
 scatter, and gradients flow through it.
+
+A group of rows with the same prompt (GRPO/RLOO's G completions of one prompt) can share more:
+:func:`shared_prefix_layout` packs the group as one segment ``[prompt, completion_1, ...,
+completion_k]``, each completion's positions continuing from the prompt length, with an
+attention mask letting each completion see the prompt and, causally, itself only. Each real
+token then still sees exactly the tokens it sees in its padded row, at the same positions, so
+the numbers are the padded forward's, while the prompt is computed once instead of k times
+(and its gradient is the sum of the k copies' gradients, as the padded batch's is).
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ class PackedLayout(NamedTuple):
     """Per-sequence positions ``0 .. L-1`` (0 at packed padding). Shape (R, C)."""
     padded_shape: tuple[int, int]
     """(B, T)."""
+    attention: Tensor | None = None
+    """True where packed token ``i`` (dim 1) may attend to token ``j`` (dim 2) of its row;
+    None: the positions restarting at 0 separate the sequences. Shape (R, C, C), bool."""
 
 
 def first_fit_rows(lengths: list[int], capacity: int) -> list[tuple[int, int]]:
@@ -150,3 +161,111 @@ def packed_positions_of(layout: PackedLayout, padded_mask: Tensor) -> Tensor:
     to_packed = torch.full((b * t,), -1, dtype=torch.long, device=padded_mask.device)
     to_packed[layout.padded_index] = layout.packed_index
     return to_packed[padded_mask.reshape(-1).nonzero().squeeze(-1)]
+
+
+def prompt_groups(input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """Which rows share their prompt: the real tokens of columns ``0 .. start-1`` (one host sync
+    in :func:`torch.unique`).
+
+    Args:
+        input_ids: Token ids. Shape (B, T).
+        attention_mask: True at real tokens. Shape (B, T).
+        start: Width of the prompt columns (the query width Q of a rollout).
+
+    Returns:
+        A group index per row; equal indices, equal prompts. Shape (B,), long.
+    """
+    mask = attention_mask[:, :start].bool()
+    prompts = torch.where(mask, input_ids[:, :start].long(), -1)  # padding differs from any id
+    return torch.unique(prompts, dim=0, return_inverse=True)[1]
+
+
+def repeated_prompt_tokens(input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """How many real prompt tokens repeat a prompt an earlier row holds: what
+    :func:`shared_prefix_layout` packs once instead of once per row.
+
+    Args:
+        input_ids: Token ids. Shape (B, T).
+        attention_mask: True at real tokens. Shape (B, T).
+        start: Width of the prompt columns.
+
+    Returns:
+        The count: every row's prompt length, less each group's once. Shape (), long.
+    """
+    groups = prompt_groups(input_ids, attention_mask, start)
+    lengths = attention_mask[:, :start].long().sum(dim=1)
+    once = lengths.new_zeros(lengths.shape).scatter_reduce(0, groups, lengths, "amax")
+    return lengths.sum() - once.sum()
+
+
+def shared_prefix_layout(
+    attention_mask: Tensor, start: int, groups: Tensor, capacity: int | None = None
+) -> PackedLayout:
+    """The packed layout that holds each group's shared prompt once (host syncs: the lengths and
+    the groups).
+
+    A group's segment is its prompt (the real tokens of columns ``< start``, the same in every
+    row of the group) followed by each row's completion (the real tokens of columns
+    ``>= start``), in row order; completion tokens keep their padded positions
+    (prompt length + index). Segments are placed into rows first-fit decreasing; several
+    prompt tokens of the padded batch map to the same packed token.
+
+    Args:
+        attention_mask: True at real tokens. Shape (B, T).
+        start: Column of the first completion token.
+        groups: Equal values for rows with equal prompts (:func:`prompt_groups`). Shape (B,).
+        capacity: Tokens per packed row; None as :func:`pack_layout`, on the segment lengths.
+
+    Returns:
+        :class:`PackedLayout` with ``attention`` set (each token sees its prompt and its own
+        completion causally; packed padding sees the padding before it, so no row is empty).
+    """
+    mask = attention_mask.bool()
+    b, t = mask.shape
+    prompt_len = mask[:, :start].sum(dim=1).tolist()
+    completion_len = mask[:, start:].sum(dim=1).tolist()
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(groups.tolist()):
+        members.setdefault(group, []).append(row)
+    segments = list(members.values())
+    lengths = [prompt_len[rows[0]] + sum(completion_len[r] for r in rows) for rows in segments]
+    if capacity is None:
+        capacity = packing_width(lengths, max(t, min(4 * t, 1024)), step=max(1, t // 32))
+    placed = first_fit_rows(lengths, capacity)
+    # Packed flat index of each row's prompt start and of its completion's position 0.
+    prompt_base, completion_base, segment_of = [0] * b, [0] * b, [0] * b
+    for index, rows in enumerate(segments):
+        begin = placed[index][0] * capacity + placed[index][1]
+        offset = 0
+        for row in rows:
+            prompt_base[row], completion_base[row] = begin, begin + offset
+            segment_of[row] = index
+            offset += completion_len[row]
+    device = mask.device
+    n_rows = 1 + max((r for r, _ in placed), default=0)
+    in_prompt = torch.arange(t, device=device) < start  # (T,)
+    base = torch.where(
+        in_prompt,
+        torch.tensor(prompt_base, device=device)[:, None],
+        torch.tensor(completion_base, device=device)[:, None],
+    )  # (B, T)
+    positions = position_ids_from_mask(mask)  # a completion token's continue from its prompt
+    padded_index = mask.reshape(-1).nonzero().squeeze(-1)
+    packed_index = (base + positions).reshape(-1)[padded_index]
+    size = n_rows * capacity
+    packed_positions = torch.zeros(size, dtype=torch.long, device=device)
+    packed_positions[packed_index] = positions.reshape(-1)[padded_index]
+    segment = torch.full((size,), -1, dtype=torch.long, device=device)
+    segment[packed_index] = torch.tensor(segment_of, device=device)[padded_index // t]
+    rows_of = torch.arange(1, b + 1, device=device)[:, None]
+    branch = torch.zeros(size, dtype=torch.long, device=device)  # 0: a prompt, b + 1: row b's
+    branch[packed_index] = torch.where(in_prompt, 0, rows_of).reshape(-1)[padded_index]
+    segment, branch = segment.view(n_rows, 1, capacity), branch.view(n_rows, 1, capacity)
+    columns = torch.arange(capacity, device=device)
+    causal = columns[None, :] <= columns[:, None]  # (C, C): [i, j] is j <= i
+    attention = (
+        (segment.mT == segment) & causal & ((branch == 0) | (branch == branch.mT))
+    )  # (R, C, C)
+    return PackedLayout(
+        padded_index, packed_index, packed_positions.view(n_rows, capacity), (b, t), attention
+    )

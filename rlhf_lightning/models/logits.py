@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from peft import PeftModel
 from torch import Tensor, nn
 from transformers import PreTrainedModel
@@ -43,3 +44,22 @@ def is_causal_lm(model: object) -> bool:
     """Whether `model` is a transformers model (or a peft wrapper of one): called through
     :func:`causal_lm_logits` with ``use_cache=False``, not with the project's own convention."""
     return isinstance(model, (PreTrainedModel, PeftModel))
+
+
+def custom_mask_dtype(model: object) -> torch.dtype | None:
+    """The dtype of an additive (B, 1, T, T) attention mask that `model` applies as given, or
+    None when it does not take one.
+
+    transformers passes a 4-D mask straight to the attention; eager and sdpa attention add it to
+    the scores (a boolean mask would be added as 0/1 by eager attention, so it must be additive,
+    in the model's dtype), other kernels (flash) ignore or reject it. A reference that is not a
+    module itself is looked up through its ``model``.
+    """
+    root = model if isinstance(model, nn.Module) else getattr(model, "model", None)
+    if not isinstance(root, nn.Module):
+        return None
+    for module in root.modules():
+        if isinstance(module, PreTrainedModel):
+            supported = module.config._attn_implementation in ("sdpa", "eager")
+            return module.dtype if supported else None
+    return None

@@ -18,6 +18,10 @@ packed into fewer rows, each sequence with its own positions and no attention ma
 reads the sequence boundaries from the positions), and the LM head only where a scored token is
 real. The result has the padded layout and the padded forward's numbers (to float rounding);
 scored positions whose token or scoring token is padding are 0 instead of "as computed".
+When rows share their prompt (GRPO/RLOO's groups) and the model's attention takes a custom 4-D
+mask (eager, sdpa), each group's prompt is packed once, its completions after it
+(``shared_prefix_layout``): the prompt's forward (and backward) runs once per group instead of
+once per row; otherwise the rows are packed as they are.
 """
 
 from __future__ import annotations
@@ -30,13 +34,16 @@ from torch import Tensor, nn
 from rlhf_lightning.functional import (
     PackedLayout,
     entropy_from_logits,
+    indexed_token_logprobs,
     pack,
     pack_layout,
     packed_positions_of,
     position_ids_from_mask,
+    prompt_groups,
+    shared_prefix_layout,
     token_logprobs,
 )
-from rlhf_lightning.models.logits import causal_lm_logits, is_causal_lm
+from rlhf_lightning.models.logits import causal_lm_logits, custom_mask_dtype, is_causal_lm
 
 
 class TokenScores(NamedTuple):
@@ -188,17 +195,15 @@ def _score_packed(
     only: Tensor | None = None,
 ) -> TokenScores:
     """:func:`score_tokens` padding-free: one forward over the packed rows, results unpacked."""
-    plan = _PackPlan.of(mask, start, capacity, only)
-    inputs = plan.inputs(input_ids)
+    plan = _PackPlan.of(_packed_layout(model, input_ids, mask, start, capacity), mask, start, only)
+    inputs = plan.inputs(input_ids, custom_mask_dtype(model))
     if is_causal_lm(model):
         out: Any = causal_lm_logits(model, plan.keep, use_cache=False, **inputs)
     else:
         out = model(**inputs, logits_to_keep=plan.keep)
-    kept = out if isinstance(out, Tensor) else out.logits  # (N, V), in packed order
+    kept = out if isinstance(out, Tensor) else out.logits  # (K, V), in packed order
     targets = input_ids[:, start:][plan.scored]  # (N,) in padded order
-    kept_targets = torch.empty_like(targets).index_copy_(0, plan.rank, targets)
-    # One (1, N, V) batch: the half-precision path upcasts per row, not per token.
-    logprobs = token_logprobs(kept[None], kept_targets[None], temperature)[0]
+    logprobs = indexed_token_logprobs(kept, plan.rank, targets, temperature)
     entropies = plan.unpack(_entropies(kept, temperature)[plan.rank]) if entropy else None
     value = None
     if values:
@@ -207,7 +212,19 @@ def _score_packed(
     if keep_logits:
         full = kept.new_zeros(*plan.scored.shape, kept.shape[-1])
         logits = full.masked_scatter(plan.scored[..., None], kept[plan.rank])
-    return TokenScores(plan.unpack(logprobs[plan.rank]), value, entropies, logits)
+    return TokenScores(plan.unpack(logprobs), value, entropies, logits)
+
+
+def _packed_layout(
+    model: nn.Module | Any, input_ids: Tensor, mask: Tensor, start: int, capacity: int | None
+) -> PackedLayout:
+    """Each shared prompt once when rows share prompts and `model` takes the mask that needs,
+    else the rows packed as they are."""
+    if custom_mask_dtype(model) is not None:
+        groups = prompt_groups(input_ids, mask, start)
+        if int(groups.max()) + 1 < groups.numel():  # some prompt is there twice
+            return shared_prefix_layout(mask, start, groups, capacity)
+    return pack_layout(mask, capacity)
 
 
 class _PackPlan(NamedTuple):
@@ -217,13 +234,13 @@ class _PackPlan(NamedTuple):
     scored: Tensor  # (B, A): token start+j and the token before it are both real
     scorers: Tensor  # (N,) flat packed index of the token before each scored one, padded order
     keep: Tensor  # (R, C) bool: the LM head runs here only
-    rank: Tensor  # (N,) each scorer's place among the kept logits (packed row-major order)
+    rank: Tensor  # (N,) each scorer's place among the kept logits (packed row-major order);
+    # a shared prompt's last token scores the first token of every completion after it
 
     @classmethod
     def of(
-        cls, mask: Tensor, start: int, capacity: int | None = None, only: Tensor | None = None
+        cls, layout: PackedLayout, mask: Tensor, start: int, only: Tensor | None = None
     ) -> _PackPlan:
-        layout = pack_layout(mask, capacity)
         scored = mask[:, start:] & mask[:, start - 1 : -1]  # (B, A)
         if only is not None:
             scored = scored & only.bool()
@@ -235,11 +252,16 @@ class _PackPlan(NamedTuple):
         rank = (keep.cumsum(0) - 1)[scorers]
         return cls(layout, scored, scorers, keep.view_as(layout.position_ids), rank)
 
-    def inputs(self, input_ids: Tensor) -> dict[str, Tensor | None]:
-        # No attention mask: the positions restarting at 0 separate the packed sequences.
+    def inputs(self, input_ids: Tensor, dtype: torch.dtype | None) -> dict[str, Tensor | None]:
+        mask = None  # the positions restarting at 0 separate the packed sequences
+        if self.layout.attention is not None:  # additive, in the model's dtype (eager adds it)
+            blocked = torch.finfo(dtype or torch.float32).min
+            allowed = self.layout.attention[:, None]  # (R, 1, C, C)
+            mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+            mask = mask.masked_fill(~allowed, blocked)
         return {
             "input_ids": pack(input_ids, self.layout),
-            "attention_mask": None,
+            "attention_mask": mask,
             "position_ids": self.layout.position_ids,
         }
 
@@ -252,24 +274,29 @@ class _PackPlan(NamedTuple):
 def packing_error(
     model: nn.Module | Any, input_ids: Tensor, attention_mask: Tensor, start: int
 ) -> float:
-    """Largest log-prob difference between the padded forward and a packed one that holds the
-    two shortest rows in one packed row: ~1e-7 when the model separates packed sequences by
-    their positions, large when it lets one attend to the other.
+    """Largest log-prob difference between the padded forward and packed ones of the two
+    shortest rows: both in one packed row, and (when `model` takes a custom mask) the second
+    row's prompt made the first's, so the two share it. ~1e-7 when the model separates packed
+    sequences, large when it lets one attend to the other.
 
     A model whose attention ignores the positions (an architecture transformers does not build
-    its masks for) would train on mixed-up sequences without any error; this check, run once,
-    turns that into one. Shapes as :func:`score_tokens`; needs B >= 2.
+    its masks for) or the mask would train on mixed-up sequences without any error; this check,
+    run once, turns that into one. Shapes as :func:`score_tokens`; needs B >= 2.
     """
     mask = attention_mask.bool()
     rows = mask.sum(dim=1).argsort()[:2]
-    ids, mask = input_ids[rows], mask[rows]
-    padded = score_tokens(model, ids, mask, start)
-    capacity = int(mask.sum())  # both sequences in one packed row
-    packed = _score_packed(model, ids, mask, start, 1.0, False, False, False, capacity)
-    scored = mask[:, start:] & mask[:, start - 1 : -1]
-    if not bool(scored.any()):
-        return 0.0
-    return float((packed.logprobs - padded.logprobs)[scored].abs().max())
+    two_ids, two_mask = input_ids[rows], mask[rows]
+    shared_ids, shared_mask = two_ids.clone(), two_mask.clone()
+    shared_ids[1, :start], shared_mask[1, :start] = two_ids[0, :start], two_mask[0, :start]
+    errors = [0.0]
+    for ids, real in ((two_ids, two_mask), (shared_ids, shared_mask)):
+        padded = score_tokens(model, ids, real, start)
+        capacity = int(real.sum())  # both sequences in one packed row
+        packed = _score_packed(model, ids, real, start, 1.0, False, False, False, capacity)
+        scored = real[:, start:] & real[:, start - 1 : -1]
+        if bool(scored.any()):
+            errors.append(float((packed.logprobs - padded.logprobs)[scored].abs().max()))
+    return max(errors)
 
 
 def critic_values(
@@ -291,8 +318,9 @@ def critic_values(
         Values, fp32. Shape (B, T - start).
     """
     if packed and not bool(attention_mask.all()):
-        plan = _PackPlan.of(attention_mask.bool(), start)
-        found = critic(**plan.inputs(input_ids))
+        mask = attention_mask.bool()
+        plan = _PackPlan.of(pack_layout(mask), mask, start)  # a critic takes no custom mask
+        found = critic(**plan.inputs(input_ids, None))
         return plan.unpack(found.reshape(-1)[plan.scorers].float())
     positions = position_ids_from_mask(attention_mask)
     values = critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions)

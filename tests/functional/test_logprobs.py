@@ -7,6 +7,7 @@ import torch
 
 from rlhf_lightning.functional import (
     entropy_from_logits,
+    indexed_token_logprobs,
     sequence_logprobs,
     shifted_token_logprobs,
     token_logprobs,
@@ -127,3 +128,16 @@ def test_entropy_matches_naive_loop_in_half_precision():
         logps = naive_log_softmax(logits[i].float().tolist())
         expected = -sum(math.exp(lp) * lp for lp in logps)
         assert out[i].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_indexed_logprobs_share_a_row_between_tokens():
+    # Row 0 is [0, ln 3]: probabilities 1/4 and 3/4; row 1 is uniform over 2 tokens.
+    logits = torch.tensor([[0.0, math.log(3.0)], [5.0, 5.0]])
+    got = indexed_token_logprobs(logits, torch.tensor([0, 0, 1]), torch.tensor([0, 1, 1]))
+    expected = torch.tensor([math.log(0.25), math.log(0.75), math.log(0.5)])
+    torch.testing.assert_close(got, expected)
+    # At temperature 2 row 0 is [0, ln 3 / 2]: 1 / (1 + sqrt 3) and sqrt 3 / (1 + sqrt 3).
+    got = indexed_token_logprobs(logits, torch.tensor([0]), torch.tensor([1]), temperature=2.0)
+    torch.testing.assert_close(got, torch.tensor([math.log(3**0.5 / (1 + 3**0.5))]))
+    half = indexed_token_logprobs(logits.bfloat16(), torch.tensor([1]), torch.tensor([0]))
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(math.log(0.5))

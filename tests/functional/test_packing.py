@@ -11,6 +11,9 @@ from rlhf_lightning.functional import (
     pack_layout,
     packed_positions_of,
     packing_width,
+    prompt_groups,
+    repeated_prompt_tokens,
+    shared_prefix_layout,
 )
 
 
@@ -63,3 +66,55 @@ def test_default_layout_packs_a_few_long_rows_into_one():
     mask = torch.ones(4, 10, dtype=torch.bool)
     mask[:, 7:] = False  # 4 rows of 7 real tokens in T = 10
     assert pack_layout(mask).position_ids.shape == (1, 28)
+
+
+def test_rows_with_the_same_prompt_tokens_are_one_group():
+    # start 2: rows 0 and 1 hold prompt [7] (left-padded, different pad ids), row 2 [3, 4];
+    # row 3 has [7] too but in column 0, with column 1 real: prompt [7, 4], another group.
+    ids = torch.tensor([[0, 7, 8, 9], [5, 7, 5, 0], [3, 4, 6, 0], [7, 4, 1, 0]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]])
+    groups = prompt_groups(ids, mask, 2).tolist()
+    assert groups[0] == groups[1]
+    assert len({groups[0], groups[2], groups[3]}) == 3
+    assert repeated_prompt_tokens(ids, mask, 2).item() == 1  # row 1's [7]
+
+
+def test_a_shared_prompt_is_packed_once_with_each_completion_after_it():
+    # Rows 0 and 1 share prompt [7] (1 token), completions [8, 9] and [5]; row 2 has prompt
+    # [3, 4] and completion [6]. Segments: [7 | 8 9 | 5] (4 tokens) and [3 4 | 6] (3 tokens),
+    # one row of 7: packed [7, 8, 9, 5, 3, 4, 6].
+    ids = torch.tensor([[0, 7, 8, 9], [0, 7, 5, 0], [3, 4, 6, 0]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    layout = shared_prefix_layout(mask, 2, torch.tensor([0, 0, 1]))
+    assert pack(ids, layout).tolist() == [[7, 8, 9, 5, 3, 4, 6]]
+    # Row 1's completion token continues from its prompt: position 1, like in its padded row.
+    assert layout.position_ids.tolist() == [[0, 1, 2, 1, 0, 1, 2]]
+    assert layout.padded_index.tolist() == [1, 2, 3, 5, 6, 8, 9, 10]
+    assert layout.packed_index.tolist() == [0, 1, 2, 0, 3, 4, 5, 6]  # row 1's 7 is row 0's
+    # Each token sees its prompt and its own completion before it, nothing of another one.
+    assert layout.attention.int().tolist() == [
+        [
+            [1, 0, 0, 0, 0, 0, 0],  # 7
+            [1, 1, 0, 0, 0, 0, 0],  # 8 (row 0)
+            [1, 1, 1, 0, 0, 0, 0],  # 9 (row 0)
+            [1, 0, 0, 1, 0, 0, 0],  # 5 (row 1): the prompt and itself
+            [0, 0, 0, 0, 1, 0, 0],  # 3
+            [0, 0, 0, 0, 1, 1, 0],  # 4
+            [0, 0, 0, 0, 1, 1, 1],  # 6 (row 2)
+        ]
+    ]
+    # The token scoring each row's first completion token is the shared prompt's last one.
+    before = torch.zeros_like(mask)
+    before[:, 1] = True
+    assert packed_positions_of(layout, before).tolist() == [0, 0, 5]
+
+
+def test_shared_layout_padding_attends_only_padding():
+    # Capacity 4 leaves one padding slot after segment [7 | 8 | 5]; it must attend something
+    # (an all-blocked row is NaN in sdpa), and no real token attends it.
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    layout = shared_prefix_layout(mask, 1, torch.tensor([0, 0]), capacity=4)
+    assert layout.position_ids.tolist() == [[0, 1, 1, 0]]
+    assert layout.attention.int().tolist() == [
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
+    ]

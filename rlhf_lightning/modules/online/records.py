@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from rlhf_lightning.distributed import gather_rows, rank_and_world
-from rlhf_lightning.functional import distinct_n, logprob_gap
+from rlhf_lightning.functional import distinct_n, logprob_gap, repeated_prompt_tokens
 from rlhf_lightning.models.reference import Reference
 from rlhf_lightning.modules.evaluation import EvalResult
 from rlhf_lightning.rewards.base import RewardSource
@@ -83,6 +83,12 @@ def extra_metrics(
         # The share of the padded (B, T) rollout batch that is padding: what a padded training
         # forward pays for and a packed one (stage.packing) does not.
         metrics["perf/padding_fraction"] = 1.0 - experience.attention_mask.float().mean()
+        # The share of its real tokens that repeat another row's prompt (GRPO/RLOO's groups):
+        # what a whole-batch forward with shared prompts (stage.packing) computes once.
+        repeated = repeated_prompt_tokens(
+            experience.input_ids, experience.attention_mask, experience.context_length
+        )
+        metrics["perf/shared_prompt_fraction"] = repeated / experience.attention_mask.sum()
     # Where the iteration's time went: generation vs scoring vs log-probs vs updates vs sync.
     for name, seconds in phase_seconds.items():
         metrics[f"perf/{name}_s"] = seconds
