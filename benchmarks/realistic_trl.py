@@ -1,7 +1,7 @@
 """The realistic SmolLM2 workload (`realistic.py`) through TRL, against this project, interleaved.
 
     python benchmarks/realistic_trl.py compare [--repeats 3] [--stages grpo,rloo,ppo] \
-        [--ours main] [--variants trl,trl_lean] [--warmup 1] [--timed 1]
+        [--ours main] [--variants trl,trl_lean] [--ppo-critic lora] [--warmup 1] [--timed 1]
 
 `compare` (this project's Python) runs, per repeat and stage, this project's CLI exactly as
 `realistic.py` does (same overrides, `stage.packing=true`, code from a `git archive` of
@@ -31,7 +31,12 @@ The work held equal (this project's `realistic.py` overrides and `conf/` default
   in the loss with beta 0.1, clip 0.2, DAPO token aggregation, group-scaled advantages,
   gradient clipping at 1.0. rloo: the same shapes, KL in the reward with beta 0.05.
 - ppo: 8 prompts, 4 epochs x 2 minibatches, lr 1e-5, KL coefficient 0.05 (k1 in the reward),
-  value loss coefficient 0.1, clip 0.2, GAE gamma 1 / lambda 0.95.
+  value loss coefficient 0.1, clip 0.2, GAE gamma 1 / lambda 0.95. The critic
+  (`--ppo-critic`): `lora` gives TRL's separate SmolLM2 critic a LoRA adapter r 16 while this
+  project shares the policy's trunk (`stage.critic=shared`, its default; not equal work);
+  `full` is the equal design: a separate SmolLM2 critic with a fresh score head and every
+  weight trained on both sides (`stage.critic=separate`, `stage.critic_init` the same
+  directory), no gradient clipping on either (TRL 1.12 does not clip).
 
 What TRL does differently is recorded in each result (`differs`) and in benchmarks/README.md.
 `--lean` removes TRL's CPU-only overheads: `gc.collect()` made a no-op (TRL 1.12 PPO calls it
@@ -333,13 +338,15 @@ def build_ppo_trainer(args, marks: Marks, output_dir: str, callback):
     dataset = Dataset.from_dict({"input_ids": rows[: iterations * BATCH["ppo"]]})
 
     # The critic: TRL 1.12 has no value head on the policy, so a separate sequence classifier
-    # from the same weights, given its own LoRA adapter (r 16) and a fully trained score head,
-    # as this project's `stage.critic=separate` with LoRA would.
+    # from the same weights with a fresh score head. `--critic lora` gives it its own LoRA
+    # adapter (r 16) and a fully trained score head; `--critic full` trains all its weights
+    # (TRL's default), as this project's `stage.critic=separate` does (it merges a LoRA critic).
     critic = AutoModelForSequenceClassification.from_pretrained(
         args.model_dir, num_labels=1, dtype=torch.float32
     )
     critic.config.pad_token_id = tokenizer.pad_token_id
-    critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", **LORA)).base_model.model
+    if args.critic == "lora":
+        critic = get_peft_model(critic, LoraConfig(task_type="SEQ_CLS", **LORA)).base_model.model
 
     reward_model = torch.nn.Module()
     original_get_reward = module.get_reward
@@ -409,15 +416,19 @@ def build_ppo_trainer(args, marks: Marks, output_dir: str, callback):
         callbacks=[callback],
     )
     differs = [
-        "a separate critic (its own trunk forward and backward, LoRA r 16) against this "
-        "project's value head on the policy's trunk",
         "TRL 1.12 generates to the longest row of the batch and runs every forward on the "
         "padded batch; this project packs (stage.packing=true)",
-        "TRL 1.12 does not clip gradients; this project clips at 1.0",
         "the old log-probs: TRL 1.12 from the generation logits, this project from its sampler "
-        "(neither runs a forward for them); the critic's old values: TRL a critic forward, "
-        "this project the hidden states decoding computed",
+        "(neither runs a forward for them)",
     ]
+    if args.critic == "lora":
+        differs += [
+            "a separate critic (its own trunk forward and backward, LoRA r 16) against this "
+            "project's value head on the policy's trunk",
+            "TRL 1.12 does not clip gradients; this project clips at 1.0",
+            "the critic's old values: TRL a critic forward, this project the hidden states "
+            "decoding computed",
+        ]
     if not args.lean:
         differs.append("TRL 1.12 calls gc.collect() twice per iteration")
     return trainer, differs
@@ -493,6 +504,7 @@ def run_trl_child(stage: str, model_dir: str, prompts: Path, lean: bool, args) -
         str(VENVS[stage] / "bin" / "python"), __file__, "run", "--stage", stage,
         "--model-dir", model_dir, "--prompts", str(prompts), "--out", str(out),
         "--warmup", str(args.warmup), "--timed", str(args.timed), *(["--lean"] if lean else []),
+        "--critic", args.ppo_critic,
     ]  # fmt: skip
     threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | threads
@@ -516,10 +528,20 @@ def compare(args) -> None:
     for stage in stages:
         path = Path(tempfile.mkdtemp(prefix="realistic-trl-prompts-")) / f"{stage}.jsonl"
         inputs[stage] = (write_prompts(stage, iterations, path), path)
+    stage_extra = {stage: [] for stage in stages}
+    if args.ppo_critic == "full" and "ppo" in stages:
+        # The equal design: a separate SmolLM2 critic (fresh score head, every weight trained)
+        # on both sides, and no gradient clipping (TRL 1.12 does not clip).
+        stage_extra["ppo"] = [
+            "stage.critic=separate",
+            f"stage.critic_init={inputs['ppo'][0]}",
+            "stage.algorithm.max_grad_norm=null",
+        ]
     lean_stages = args.lean_stages.split(",")
     summary = {
         "command": " ".join(sys.argv),
         "ours": f"{source} {' '.join(ours_extra)}",
+        "ours_stage_extra": stage_extra,
         "load_average_at_start": os.getloadavg()[0],
         "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "stages": {},
@@ -536,7 +558,9 @@ def compare(args) -> None:
                 load = os.getloadavg()[0]
                 try:
                     if side == "ours":
-                        run_dir, process = realistic.run_one(stage, env, ours_extra, iterations)
+                        run_dir, process = realistic.run_one(
+                            stage, env, ours_extra + stage_extra[stage], iterations
+                        )
                         res = realistic.timed_rows(run_dir, args.warmup)
                         res |= realistic.timed_window(run_dir, args.warmup) | process
                     else:
@@ -647,6 +671,7 @@ def main() -> None:
     run.add_argument("--prompts", required=True)
     run.add_argument("--out", required=True)
     run.add_argument("--lean", action="store_true", help="TRL's CPU-only overheads removed")
+    run.add_argument("--critic", choices=("lora", "full"), default="lora", help="PPO's critic")
     tab = sub.add_parser("table", help="the table of a compare run's JSON")
     tab.add_argument("summary", type=Path)
     cmp = sub.add_parser("compare", help="this project against TRL, interleaved")
@@ -656,6 +681,13 @@ def main() -> None:
     cmp.add_argument("--variants", default="trl,trl_lean", help="trl and/or trl_lean")
     cmp.add_argument("--lean-stages", default="grpo,rloo,ppo", help="the stages with trl_lean")
     cmp.add_argument("--out", type=Path, default=HERE / "results" / "realistic_trl.json")
+    cmp.add_argument(
+        "--ppo-critic",
+        choices=("lora", "full"),
+        default="lora",
+        help="lora: TRL's critic gets a LoRA adapter, this project shares the trunk; full: "
+        "both sides train a separate SmolLM2 critic's every weight, neither clips (equal work)",
+    )
     for p in (run, cmp):
         p.add_argument("--warmup", type=int, default=1)
         p.add_argument("--timed", type=int, default=1)
