@@ -38,6 +38,10 @@ The work held equal (this project's `realistic.py` overrides and `conf/` default
   weight trained on both sides (`stage.critic=separate`, `stage.critic_init` the same
   directory), no gradient clipping on either (TRL 1.12 does not clip).
 
+Not held equal: `model=smollm2` loads `conf/tuning/smollm2_<stage>.yaml`, so this project's
+side runs lr 3e-4 (and GRPO's KL coefficient 0.05) where TRL gets the values above; the
+arithmetic of an iteration is the same, the timed iteration's samples are not.
+
 What TRL does differently is recorded in each result (`differs`) and in benchmarks/README.md.
 `--lean` removes TRL's CPU-only overheads: `gc.collect()` made a no-op (TRL 1.12 PPO calls it
 twice per iteration) and, in TRL 1.16, the chunked LM head's CPU fallback (every position
@@ -515,6 +519,19 @@ def run_trl_child(stage: str, model_dir: str, prompts: Path, lean: bool, args) -
     return json.loads(out.read_text()) | {"process_wall_s": time.perf_counter() - started}
 
 
+def ours_stage_extra(stage: str, ppo_critic: str, model_dir: str) -> list[str]:
+    """This project's overrides for `stage` beyond realistic.py's: for PPO with
+    `--ppo-critic full`, the equal design, a separate critic from `model_dir` (fresh score head,
+    every weight trained) and no gradient clipping (TRL 1.12 does not clip)."""
+    if stage != "ppo" or ppo_critic != "full":
+        return []
+    return [
+        "stage.critic=separate",
+        f"stage.critic_init={model_dir}",
+        "stage.algorithm.max_grad_norm=null",
+    ]
+
+
 def compare(args) -> None:
     sys.path.insert(0, str(HERE))
     import realistic
@@ -528,15 +545,9 @@ def compare(args) -> None:
     for stage in stages:
         path = Path(tempfile.mkdtemp(prefix="realistic-trl-prompts-")) / f"{stage}.jsonl"
         inputs[stage] = (write_prompts(stage, iterations, path), path)
-    stage_extra = {stage: [] for stage in stages}
-    if args.ppo_critic == "full" and "ppo" in stages:
-        # The equal design: a separate SmolLM2 critic (fresh score head, every weight trained)
-        # on both sides, and no gradient clipping (TRL 1.12 does not clip).
-        stage_extra["ppo"] = [
-            "stage.critic=separate",
-            f"stage.critic_init={inputs['ppo'][0]}",
-            "stage.algorithm.max_grad_norm=null",
-        ]
+    stage_extra = {
+        stage: ours_stage_extra(stage, args.ppo_critic, inputs[stage][0]) for stage in stages
+    }
     lean_stages = args.lean_stages.split(",")
     summary = {
         "command": " ".join(sys.argv),

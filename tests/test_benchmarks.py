@@ -258,3 +258,15 @@ def test_plain_lm_head_log_prob_and_entropy(temperature):
     assert out[0].item() == pytest.approx(z[0] - log_norm, abs=1e-6)
     assert out[1].item() == pytest.approx(entropy, abs=1e-6)
     assert out[2:] == (None, None, None)
+
+
+def test_realistic_trl_equal_ppo_overrides_only_for_ppo_with_full_critic():
+    import realistic_trl
+
+    assert realistic_trl.ours_stage_extra("ppo", "full", "/m") == [
+        "stage.critic=separate",
+        "stage.critic_init=/m",
+        "stage.algorithm.max_grad_norm=null",
+    ]
+    assert realistic_trl.ours_stage_extra("ppo", "lora", "/m") == []
+    assert realistic_trl.ours_stage_extra("grpo", "full", "/m") == []
