@@ -195,8 +195,10 @@ def _score_packed(
     only: Tensor | None = None,
 ) -> TokenScores:
     """:func:`score_tokens` padding-free: one forward over the packed rows, results unpacked."""
-    plan = _PackPlan.of(_packed_layout(model, input_ids, mask, start, capacity), mask, start, only)
-    inputs = plan.inputs(input_ids, custom_mask_dtype(model))
+    mask_dtype = custom_mask_dtype(model)
+    layout = _packed_layout(mask_dtype is not None, input_ids, mask, start, capacity)
+    plan = _PackPlan.of(layout, mask, start, only)
+    inputs = plan.inputs(input_ids, mask_dtype)
     if is_causal_lm(model):
         out: Any = causal_lm_logits(model, plan.keep, use_cache=False, **inputs)
     else:
@@ -216,11 +218,11 @@ def _score_packed(
 
 
 def _packed_layout(
-    model: nn.Module | Any, input_ids: Tensor, mask: Tensor, start: int, capacity: int | None
+    takes_mask: bool, input_ids: Tensor, mask: Tensor, start: int, capacity: int | None
 ) -> PackedLayout:
-    """Each shared prompt once when rows share prompts and `model` takes the mask that needs,
-    else the rows packed as they are."""
-    if custom_mask_dtype(model) is not None:
+    """Each shared prompt once when rows share prompts and the model takes the custom mask that
+    needs (`takes_mask`), else the rows packed as they are."""
+    if takes_mask:
         groups = prompt_groups(input_ids, mask, start)
         if int(groups.max()) + 1 < groups.numel():  # some prompt is there twice
             return shared_prefix_layout(mask, start, groups, capacity)
@@ -286,10 +288,14 @@ def packing_error(
     mask = attention_mask.bool()
     rows = mask.sum(dim=1).argsort()[:2]
     two_ids, two_mask = input_ids[rows], mask[rows]
-    shared_ids, shared_mask = two_ids.clone(), two_mask.clone()
-    shared_ids[1, :start], shared_mask[1, :start] = two_ids[0, :start], two_mask[0, :start]
+    cases = [(two_ids, two_mask)]
+    # Sharing the prompt only where the model takes the mask (elsewhere it packs as the first).
+    if custom_mask_dtype(model) is not None:
+        shared_ids, shared_mask = two_ids.clone(), two_mask.clone()
+        shared_ids[1, :start], shared_mask[1, :start] = two_ids[0, :start], two_mask[0, :start]
+        cases.append((shared_ids, shared_mask))
     errors = [0.0]
-    for ids, real in ((two_ids, two_mask), (shared_ids, shared_mask)):
+    for ids, real in cases:
         padded = score_tokens(model, ids, real, start)
         capacity = int(real.sum())  # both sequences in one packed row
         packed = _score_packed(model, ids, real, start, 1.0, False, False, False, capacity)
