@@ -1,5 +1,5 @@
 """Why GRPO does or does not raise held-out accuracy on the arithmetic task: the measurements
-behind docs/rlvr.md ("Why: what was measured"), on any exported policy of the task.
+behind docs/rlvr.md ("What it took: measured on the warm-up"), on any exported policy of the task.
 
 1. Signal: greedy held-out accuracy; sampled accuracy, pass@G and the share of groups of G
    whose rewards differ (the groups GRPO learns from), at temperature 1 and 0.7; answer
