@@ -98,15 +98,20 @@ def packing_width(lengths: list[int], max_width: int, step: int = 1) -> int:
     return width
 
 
+def default_width(lengths: list[int], t: int) -> int:
+    """The packed row width of sequences from a batch padded to `t` columns: :func:`packing_width`
+    with rows of at most max(T, min(4 T, 1024)) tokens (the sdpa path masks a C x C block per
+    row, so attention costs C per token, small beside the MLP at these widths, while wider rows
+    leave less padding)."""
+    return packing_width(lengths, max(t, min(4 * t, 1024)), step=max(1, t // 32))
+
+
 def pack_layout(attention_mask: Tensor, capacity: int | None = None) -> PackedLayout:
     """The packed layout of a padded batch (one host sync: the row lengths).
 
     Args:
         attention_mask: True at real tokens, anywhere in the row. Shape (B, T).
-        capacity: Tokens per packed row; None picks :func:`packing_width` with rows of at
-            most max(T, min(4 T, 1024)) tokens: the sdpa path masks a C x C block per row, so
-            attention costs C per token, small beside the MLP at these widths, while wider
-            rows leave less padding.
+        capacity: Tokens per packed row; None: :func:`default_width`.
 
     Returns:
         :class:`PackedLayout` with C = `capacity` and R the rows first-fit decreasing needs.
@@ -115,7 +120,7 @@ def pack_layout(attention_mask: Tensor, capacity: int | None = None) -> PackedLa
     b, t = mask.shape
     lengths = mask.sum(dim=1).tolist()
     if capacity is None:
-        capacity = packing_width(lengths, max(t, min(4 * t, 1024)), step=max(1, t // 32))
+        capacity = default_width(lengths, t)
     placed = first_fit_rows(lengths, capacity)
     rows = 1 + max((r for r, _ in placed), default=0)
     row_start = torch.tensor([r * capacity + o for r, o in placed], device=mask.device).long()
@@ -214,7 +219,7 @@ def shared_prefix_layout(
         attention_mask: True at real tokens. Shape (B, T).
         start: Column of the first completion token.
         groups: Equal values for rows with equal prompts (:func:`prompt_groups`). Shape (B,).
-        capacity: Tokens per packed row; None as :func:`pack_layout`, on the segment lengths.
+        capacity: Tokens per packed row; None: :func:`default_width` of the segment lengths.
 
     Returns:
         :class:`PackedLayout` with ``attention`` set (each token sees its prompt and its own
@@ -230,7 +235,7 @@ def shared_prefix_layout(
     segments = list(members.values())
     lengths = [prompt_len[rows[0]] + sum(completion_len[r] for r in rows) for rows in segments]
     if capacity is None:
-        capacity = packing_width(lengths, max(t, min(4 * t, 1024)), step=max(1, t // 32))
+        capacity = default_width(lengths, t)
     placed = first_fit_rows(lengths, capacity)
     # Packed flat index of each row's prompt start and of its completion's position 0.
     prompt_base, completion_base, segment_of = [0] * b, [0] * b, [0] * b
