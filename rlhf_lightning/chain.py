@@ -15,7 +15,7 @@ the last one's becomes this run's ``model.name_or_path``. Then this run runs as 
 
 The chain runs only while this run's ``model.name_or_path`` is unset (null): giving one
 (e.g. ``model.name_or_path=<earlier run>/sft/model``) skips the chain and starts from it, which
-is how a sweep shares one warm-up. ``chain=[]`` turns it off. ``seed``, ``logger``,
+is how a sweep shares one warm-up. ``chain=[]`` turns it off. ``seed``, ``threads``, ``logger``,
 ``callbacks`` and the trainer's placement reach every chained stage, as in ``stage=pipeline``.
 """
 

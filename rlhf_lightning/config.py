@@ -18,7 +18,7 @@ from rlhf_lightning.paths import config_dir
 
 # What a run that runs other stages (stage=pipeline, a chain) hands each of them.
 PLACEMENT_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
-SHARED_NODES = ("seed", "logger", "callbacks")
+SHARED_NODES = ("seed", "threads", "logger", "callbacks")
 
 
 def compose_stage(
@@ -39,8 +39,8 @@ def compose_stage(
 
 
 def share_run_settings(sub: DictConfig, cfg: DictConfig, group: str) -> DictConfig:
-    """`sub` (a stage run inside the run `cfg`) with `cfg`'s seed, loggers, callbacks and
-    trainer placement, and W&B runs grouped under `group`; changed in place, before it runs."""
+    """`sub` (a stage run inside the run `cfg`) with `cfg`'s seed, torch threads, loggers,
+    callbacks and trainer placement, and W&B runs grouped under `group`; changed in place, before it runs."""
     with open_dict(sub):
         for name in SHARED_NODES:
             sub[name] = cfg[name]

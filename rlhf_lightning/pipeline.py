@@ -9,7 +9,7 @@ usual run-directory contract. What links them:
 A stage is skipped by pointing at an existing output: ``pipeline.sft_model=<dir>``,
 ``pipeline.reward_model=<dir>``. Each stage takes its own overrides from ``pipeline.<stage>``
 (a nested mapping, e.g. ``pipeline.sft.trainer.max_steps=500``; new keys with a ``+``).
-The pipeline's own ``model``/``data`` choices go to the SFT stage; ``seed``, ``logger``,
+The pipeline's own ``model``/``data`` choices go to the SFT stage; ``seed``, ``threads``, ``logger``,
 ``callbacks`` and the placement keys of ``trainer`` (accelerator, devices, strategy,
 precision, num_nodes) go to every stage.
 """

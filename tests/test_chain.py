@@ -43,7 +43,7 @@ def _saved_model(run_dir: Path) -> str:
 def test_a_chained_sft_hands_its_model_to_the_run(tmp_path):
     run_dir = tmp_path / "recipe"
     cfg = _with_chain(
-        compose_stage("grpo", GRPO_TINY, run_dir=run_dir),
+        compose_stage("grpo", [*GRPO_TINY, "threads=1"], run_dir=run_dir),
         [{"name": "warmup", "stage": "sft", "overrides": [*SFT_TINY, "report=false"]}],
     )
     summary = run_chain(cfg)
@@ -53,8 +53,9 @@ def test_a_chained_sft_hands_its_model_to_the_run(tmp_path):
     assert _saved_model(run_dir) == str(warmup / "model")
     assert summary["chain"] == [{"name": "warmup", "stage": "sft", "run_dir": str(warmup)}]
     assert summary["stage"] == "grpo" and (run_dir / "model" / "config.json").is_file()
-    # the run's seed reached the chained stage
-    assert yaml.safe_load((warmup / ".hydra/config.yaml").read_text())["seed"] == cfg.seed
+    # the run's seed and thread count reached the chained stage
+    saved = yaml.safe_load((warmup / ".hydra/config.yaml").read_text())
+    assert (saved["seed"], saved["threads"]) == (cfg.seed, 1)
 
 
 def test_a_merged_lora_export_is_handed_on_in_place_of_the_adapter(tmp_path):
