@@ -10,9 +10,15 @@ from hydra.utils import instantiate
 from rlhf_lightning.api import compose_config
 from rlhf_lightning.demo.tokenizer import ensure_demo_tokenizer
 from rlhf_lightning.errors import ConfigError
-from rlhf_lightning.functional import AggregationContext
-from rlhf_lightning.models import ModelSpec, build_reference, load_model_and_tokenizer
+from rlhf_lightning.functional import AggregationContext, sequence_mean
+from rlhf_lightning.models import (
+    ModelSpec,
+    build_reference,
+    disable_dropout,
+    load_model_and_tokenizer,
+)
 from rlhf_lightning.modules.online import OnlineRLCore, RLAlgorithm, ScoreShaping
+from rlhf_lightning.modules.online.core import trained_rows
 from rlhf_lightning.modules.online.shaping import ScoreShaper
 from rlhf_lightning.rollout import SamplingConfig, generate_rollout
 
@@ -88,6 +94,34 @@ def test_dynamic_sampling_leaves_equal_groups_out_of_the_loss(grpo_core):
     # A dropped row sends no gradient, the KL term included.
     loss, _ = core.minibatch_loss(exp.select(torch.tensor([0, 1])), AggregationContext(1.0, 6))
     assert loss.item() == 0.0
+
+
+def test_a_minibatch_trains_on_its_kept_rows_or_on_all_when_none_is_kept():
+    kept = torch.tensor([False, False, True, True, False, False])
+    assert trained_rows(torch.tensor([5, 2, 0, 3]), kept).tolist() == [2, 3]
+    # none kept: the rows stay (zero loss), so every process runs the same reductions
+    assert trained_rows(torch.tensor([4, 0, 1]), kept).tolist() == [4, 0, 1]
+
+
+def test_dropped_rows_leave_the_update_as_a_batch_of_only_kept_groups_would(grpo_core):
+    # sequence_mean divides by the rows it is given: with the dropped group's rows in the
+    # minibatch the gradient would be half of the kept-only batch's.
+    core, tok = grpo_core(
+        dynamic_sampling=True, group_size=2, aggregation=sequence_mean, num_minibatches=1, epochs=1
+    )
+    disable_dropout(core.policy)  # the two backward passes must see the same network
+    exp = core.make_experience(_rollout(core, tok), torch.tensor([1.0, 1.0, 0.0, 1.0]))
+    params = [p for p in core.policy.parameters() if p.requires_grad]
+
+    def gradient(experience):
+        for p in params:
+            p.grad = None
+        core.optimise(experience, lambda loss: loss.backward(), lambda: None)
+        return torch.cat([p.grad.flatten() for p in params if p.grad is not None])
+
+    whole, kept_only = gradient(exp), gradient(exp.select(torch.tensor([2, 3])))
+    assert kept_only.abs().sum() > 0
+    torch.testing.assert_close(whole, kept_only, rtol=1e-5, atol=1e-7)
 
 
 def test_a_rollout_without_any_informative_group_makes_no_update(grpo_core):

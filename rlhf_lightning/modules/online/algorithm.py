@@ -69,13 +69,13 @@ class RLAlgorithm:
         target_kl: stop the passes early when the policy KL exceeds 1.5 x this; None never.
         mask_truncated: leave responses that never stopped out of the loss (DAPO).
         dynamic_sampling: leave groups whose shaped scores are all equal out of the loss (DAPO's
-            dynamic sampling, as a filter: the rollout is not topped up with new prompts). Their
-            rows stay in the batch with the loss mask cleared, so every process keeps the same
-            rows and minibatches split evenly: ``token_mean`` and ``global_token_mean`` then
-            average over the kept tokens exactly as a batch of only informative groups would,
-            while ``sequence_mean`` and ``constant_normalizer`` still divide by every row of
-            the minibatch (dropping scales those losses by the kept share). An iteration with
-            no informative group makes no update. Logged: ``rollout/dropped_groups``.
+            dynamic sampling, as a filter: the rollout is not topped up with new prompts). The
+            minibatches are drawn from the whole batch, so every process takes the same steps,
+            and then train on their kept rows only: each aggregation averages over the
+            informative rows and tokens as a batch of only those would (with data parallelism
+            per process, except ``global_token_mean``, which divides by the batch-wide count),
+            and dropped rows cost no forward or backward. An iteration with no informative
+            group makes no update. Logged: ``rollout/dropped_groups``.
         log_entropy: log the policy's entropy (``train/entropy``; one more pass over the
             logits per minibatch).
         importance_cap: when an inference engine sampled the rollout (``rollout=vllm``),

@@ -354,6 +354,7 @@ class OnlineRLCore:
         done = 0
         for _ in range(algo.epochs):
             for rows in torch.randperm(n, generator=generator).split(n // algo.num_minibatches):
+                rows = trained_rows(rows, exp.kept)
                 loss, stats = self.minibatch_loss(exp.select(rows), context, first=done == 0)
                 backward(loss)
                 done += 1
@@ -382,6 +383,25 @@ class OnlineRLCore:
     def load_state_dict(self, state: dict) -> None:
         self.kl_controller.load_state_dict(state["kl_controller"])
         self.shaper.moments.load_state_dict(state["score_moments"])
+
+
+def trained_rows(rows: Tensor, kept: Tensor) -> Tensor:
+    """The rows of one minibatch that go through the forward and backward: those dynamic
+    sampling kept. Dropped rows have an empty loss mask and send no gradient, so leaving them
+    out saves their passes (about 40% of GRPO's rows on the arithmetic recipe) and makes every
+    aggregation average over the informative rows, as a batch of only those would. A minibatch
+    with none kept keeps its rows: its zero loss still reaches every parameter, so each process
+    takes part in the same gradient reductions.
+
+    Args:
+        rows: Indices into the batch. Shape (M,).
+        kept: Bool, False on dropped rows. Shape (B,).
+
+    Returns:
+        Indices. Shape (M',), M' <= M.
+    """
+    mine = rows[kept[rows]]
+    return mine if mine.numel() else rows
 
 
 def _mean_over_ranks(x: Tensor) -> float:
