@@ -22,6 +22,7 @@ import pytest
 from rlhf_lightning.errors import RewardError
 from rlhf_lightning.rewards import sandbox as sandbox_module
 from rlhf_lightning.rewards.sandbox import Sandbox, SandboxLimits, probe_isolation
+from rlhf_lightning.rewards.sandbox_run import remove_cgroup
 
 ISOLATION = probe_isolation()
 ROOT = os.geteuid() == 0
@@ -222,7 +223,9 @@ def test_runs_die_with_a_trainer_killed_outright(runs_root):
             shutil.rmtree(leftover)
         if ISOLATION.cgroup_parent:
             for cgroup in Path(ISOLATION.cgroup_parent).glob(f"rlhf-sandbox-{trainer.pid}-*"):
-                cgroup.rmdir()
+                # The killed processes stay counted (EBUSY) until the kernel finishes their exit.
+                remove_cgroup(cgroup, wait_s=10.0)
+                assert not cgroup.exists(), f"{cgroup} still holds processes"
 
 
 @pytest.fixture
