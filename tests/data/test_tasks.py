@@ -17,6 +17,7 @@ from rlhf_lightning.data.tasks import (
     build_arithmetic,
     build_code_tasks,
     build_countdown,
+    build_task,
 )
 from rlhf_lightning.errors import DataError
 from rlhf_lightning.rewards import CodeReward, CountdownReward, MathReward
@@ -102,6 +103,23 @@ def test_countdown_problems_are_solvable_by_their_reference():
             assert eval(exact, {"Fraction": Fraction}) == target
     pairs = {(tuple(sorted(r["numbers"])), r["target"]) for r in data["validation"]}
     assert not pairs & {(tuple(sorted(r["numbers"])), r["target"]) for r in data["train"]}
+
+
+def test_a_smaller_countdown_game_through_the_task_path():
+    # What experiment=rlvr_countdown trains on: three numbers up to 15, targets up to 60.
+    data = build_task("countdown?max_numbers=3&max_number=15&max_target=60")
+    assert (len(data["train"]), len(data["validation"])) == (4000, 400)
+    for split in ("train", "validation"):
+        for row in data[split]:
+            numbers, target = row["numbers"], row["target"]
+            assert len(numbers) == 3 and all(1 <= n <= 15 for n in numbers)
+            assert 1 <= target <= 60 and solves(row["solution"], numbers, target)
+    pairs = {(tuple(sorted(r["numbers"])), r["target"]) for r in data["validation"]}
+    assert not pairs & {(tuple(sorted(r["numbers"])), r["target"]) for r in data["train"]}
+    two = build_countdown.__wrapped__(num_train=20, num_validation=5, min_numbers=2, max_numbers=2)
+    assert {len(n) for n in two["train"]["numbers"]} == {2}
+    with pytest.raises(ValueError, match="min_numbers <= max_numbers"):
+        build_countdown.__wrapped__(min_numbers=4, max_numbers=3)
 
 
 def test_code_references_pass_their_tests_and_a_wrong_solution_fails_them():

@@ -1,5 +1,7 @@
 """The Countdown numbers game (``data.path=countdown``): reach a target with 3-4 numbers.
 
+Smaller games for small models: ``countdown?max_numbers=3&max_number=15&max_target=60``.
+
     prompt:   "Using the numbers [19, 3, 44, 7], create an equation that equals 82. ..."
     numbers:  [19, 3, 44, 7]
     target:   82
@@ -68,6 +70,8 @@ def build_countdown(
     max_number: int = 50,
     max_target: int = 200,
     seed: int = 0,
+    min_numbers: int = 3,
+    max_numbers: int = 4,
 ) -> datasets.DatasetDict:
     """The countdown task (see the module docstring).
 
@@ -77,20 +81,27 @@ def build_countdown(
         max_number: Numbers are drawn from 1..max_number.
         max_target: Targets lie in 1..max_target.
         seed: Seeds the generator; the default dataset uses 0.
+        min_numbers: Fewest numbers a problem gives (at least 2).
+        max_numbers: Most numbers a problem gives.
 
     Returns:
         ``DatasetDict`` with ``train`` and ``validation``; columns ``prompt``, ``numbers``
-        (3 or 4 ints, shuffled), ``target`` (int), ``solution`` (an expression reaching it) and
+        (``min_numbers`` to ``max_numbers`` ints, shuffled), ``target`` (int), ``solution`` (an expression reaching it) and
         ``completion`` (the solution in the asked format).
     """
+    if not 2 <= min_numbers <= max_numbers:
+        raise ValueError(
+            f"countdown needs 2 <= min_numbers <= max_numbers (got {min_numbers}, {max_numbers})"
+        )
     total = num_train + num_validation
+    sizes = range(min_numbers, max_numbers + 1)
     rng = random.Random(seed)
     seen: set[tuple[tuple[int, ...], int]] = set()
     rows = []
     for _ in range(total * 100):
         if len(rows) == total:
             break
-        numbers = [rng.randint(1, max_number) for _ in range(rng.choice((3, 4)))]
+        numbers = [rng.randint(1, max_number) for _ in range(rng.choice(sizes))]
         combined = _combine(rng, numbers)
         if combined is None or not 1 <= combined[0] <= max_target:
             continue
