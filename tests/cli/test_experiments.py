@@ -83,7 +83,13 @@ EXTRA: dict[str, list[str]] = {
             "stage.evaluator.num_problems=2",
             "stage.algorithm.dynamic_sampling=false",
         ]
-        for name in ("rlvr_arithmetic", "rlvr_arithmetic_smollm2", "rlvr_countdown", "rlvr_code")
+        for name in (
+            "rlvr_arithmetic",
+            "rlvr_arithmetic_smollm2",
+            "rlvr_countdown",
+            "rlvr_code",
+            "rlvr_code_smollm2",
+        )
     },
     # Held-out evaluation on a few of the held-out prompts, not all of them (302 and 84).
     "smollm2_detox": [TINY_MODEL, "stage.evaluator.num_problems=4"],
