@@ -90,13 +90,22 @@ def test_arithmetic_answers_and_difficulty():
     assert max(harder["train"]["digits"]) == 5
 
 
-def test_countdown_problems_are_solvable_by_their_reference():
-    data = build_countdown()
+@pytest.mark.parametrize(
+    ("path", "sizes", "max_number", "max_target"),
+    [
+        ("countdown", (3, 4), 50, 200),
+        # What experiment=rlvr_countdown trains on.
+        ("countdown?max_numbers=3&max_number=15&max_target=60", (3,), 15, 60),
+    ],
+)
+def test_countdown_problems_are_solvable_by_their_reference(path, sizes, max_number, max_target):
+    data = build_task(path)
+    assert (len(data["train"]), len(data["validation"])) == (4000, 400)
     for split in ("train", "validation"):
         for row in data[split]:
             numbers, target, solution = row["numbers"], row["target"], row["solution"]
-            assert len(numbers) in (3, 4) and all(1 <= n <= 50 for n in numbers)
-            assert 1 <= target <= 200 and str(numbers) in row["prompt"]
+            assert len(numbers) in sizes and all(1 <= n <= max_number for n in numbers)
+            assert 1 <= target <= max_target and str(numbers) in row["prompt"]
             assert solves(solution, numbers, target)
             # An independent check of the reference: exact arithmetic on the trusted string.
             exact = re.sub(r"(\d+)", r"Fraction(\1)", solution)
@@ -105,17 +114,7 @@ def test_countdown_problems_are_solvable_by_their_reference():
     assert not pairs & {(tuple(sorted(r["numbers"])), r["target"]) for r in data["train"]}
 
 
-def test_a_smaller_countdown_game_through_the_task_path():
-    # What experiment=rlvr_countdown trains on: three numbers up to 15, targets up to 60.
-    data = build_task("countdown?max_numbers=3&max_number=15&max_target=60")
-    assert (len(data["train"]), len(data["validation"])) == (4000, 400)
-    for split in ("train", "validation"):
-        for row in data[split]:
-            numbers, target = row["numbers"], row["target"]
-            assert len(numbers) == 3 and all(1 <= n <= 15 for n in numbers)
-            assert 1 <= target <= 60 and solves(row["solution"], numbers, target)
-    pairs = {(tuple(sorted(r["numbers"])), r["target"]) for r in data["validation"]}
-    assert not pairs & {(tuple(sorted(r["numbers"])), r["target"]) for r in data["train"]}
+def test_countdown_problem_sizes_are_an_argument():
     two = build_countdown.__wrapped__(num_train=20, num_validation=5, min_numbers=2, max_numbers=2)
     assert {len(n) for n in two["train"]["numbers"]} == {2}
     with pytest.raises(ValueError, match="min_numbers <= max_numbers"):

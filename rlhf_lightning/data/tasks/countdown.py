@@ -86,8 +86,8 @@ def build_countdown(
 
     Returns:
         ``DatasetDict`` with ``train`` and ``validation``; columns ``prompt``, ``numbers``
-        (``min_numbers`` to ``max_numbers`` ints, shuffled), ``target`` (int), ``solution`` (an expression reaching it) and
-        ``completion`` (the solution in the asked format).
+        (``min_numbers`` to ``max_numbers`` ints, shuffled), ``target`` (int), ``solution``
+        (an expression reaching it) and ``completion`` (the solution in the asked format).
     """
     if not 2 <= min_numbers <= max_numbers:
         raise ValueError(
